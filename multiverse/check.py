@@ -1,0 +1,78 @@
+"""`multiverse check FILE`: validate a trace's structure and print its tree."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rich.console import Console
+from rich.tree import Tree
+
+from multiverse.structure import Block, Document, StructureError, Think, parse
+from multiverse.structure.tree import Text
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("files", nargs="+", help="trace files (reference XML-like or canonical text)")
+    parser.add_argument("--width", type=int, default=60, help="characters of text shown per node")
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    bad = 0
+    for name in args.files:
+        try:
+            with open(name, encoding="utf-8") as f:
+                doc = parse(f.read())
+        except StructureError as err:
+            console.print(f"[red]{name}: {err}[/red]")
+            bad += 1
+            continue
+        except OSError as err:
+            console.print(f"[red]{name}: {err.strerror}[/red]")
+            bad += 1
+            continue
+        console.print(render(doc, name, args.width))
+        blocks = list(doc.blocks())
+        depth = max((b.depth() for b in blocks if b in _top(doc)), default=0)
+        console.print(f"{name}: ok, {len(blocks)} blocks, nesting depth {depth}")
+    return 1 if bad else 0
+
+
+def _top(doc: Document) -> list[Block]:
+    from multiverse.structure.tree import _walk_top
+
+    return list(_walk_top(doc.children))
+
+
+def _short(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def render(doc: Document, title: str, width: int = 60) -> Tree:
+    tree = Tree(f"[bold]{title}[/bold]")
+    _add(tree, doc.children, width)
+    return tree
+
+
+def _add(tree: Tree, nodes: list, width: int) -> None:
+    for node in nodes:
+        if isinstance(node, Text):
+            if node.text.strip():
+                tree.add(f"[dim]{_short(node.text, width)}[/dim]")
+        elif isinstance(node, Think):
+            _add(tree.add("[cyan]<Think>[/cyan]"), node.children, width)
+        else:
+            blk = tree.add(f"[magenta]<Parallel>[/magenta] {len(node.paths)} paths")
+            goal = blk.add(f"[yellow]Goal[/yellow] {_short(node.goal.text, width)}")
+            for o in node.goal.outlines:
+                goal.add(f"[yellow]{o.label}[/yellow]: {_short(o.text, width)}")
+            for p in node.paths:
+                _add(blk.add(f"[green]Path {p.label}[/green]"), p.children, width)
+            blk.add(f"[blue]Conclusion[/blue] {_short(node.conclusion.text, width)}")
+
+
+if __name__ == "__main__":
+    from multiverse.cli import main
+
+    sys.exit(main(["check", *sys.argv[1:]]))
