@@ -1,0 +1,48 @@
+"""Trace text -> token ids, segment by segment, so that training ids equal what the engine forces.
+
+Invariant: every path begins with exactly `fork_prefix_ids(label)` (the tokens the engine forces when it
+forks), and every structure tag is one id; the rest of the text is encoded between tags.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from multiverse.structure import canonicalize
+from multiverse.structure.lexer import lex
+from multiverse.structure.parser import LABEL_RE
+from multiverse.tags import StructureVocab
+
+
+def fork_prefix_ids(label: str, vocab: StructureVocab) -> list[int]:
+    """The forced opening of a child branch: <Path> + LABEL + ":" (SPEC §5)."""
+    return [vocab.tags.path_open] + vocab.encode(f"{label}:")
+
+
+def encode_trace(text: str, tokenizer: Any, canonical: bool = True) -> list[int]:
+    """Encode a trace (canonicalised first unless `canonical=False`). Raises StructureError if malformed."""
+    vocab = StructureVocab.from_tokenizer(tokenizer)
+    if canonical:
+        text = canonicalize(text)
+    tag_id = dict(zip(_tag_texts(), vocab.tags.all()))
+    ids: list[int] = []
+    after_path_open = False
+    for lx in lex(text):
+        if lx.kind != "text":
+            ids.append(tag_id[lx.show()])
+            after_path_open = lx.kind == "open" and lx.value == "Path"
+            continue
+        body = lx.value
+        m = LABEL_RE.match(body) if after_path_open else None
+        if m is not None:
+            ids += vocab.encode(f"{m.group(1)}:")
+            body = body[m.end() :]
+        if body:
+            ids += vocab.encode(body)
+        after_path_open = False
+    return ids
+
+
+def _tag_texts() -> tuple[str, ...]:
+    from multiverse.tags import TAGS
+
+    return TAGS

@@ -1,0 +1,50 @@
+"""Add the twelve structure tags to any Hugging Face tokenizer and model (SPEC §1).
+
+Each tag becomes one special token. Its input-embedding row starts as the mean of the embedding rows of
+the bare word's sub-tokens ("Path" for <Path>, "/Path" for </Path>); the LM-head row likewise when the head
+is not tied to the embedding. Calling it again on a prepared pair changes nothing.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from multiverse.tags import TAGS
+
+
+def _is_single_token(tokenizer: Any, tag: str) -> bool:
+    ids = tokenizer.encode(tag, add_special_tokens=False)
+    return len(ids) == 1 and tokenizer.convert_tokens_to_ids(tag) == ids[0]
+
+
+def _bare_word(tag: str) -> str:
+    return tag[1:-1]  # "<Path>" -> "Path", "</Path>" -> "/Path"
+
+
+def add_structure_tokens(model: Any | None, tokenizer: Any) -> list[str]:
+    """Add the missing tags; returns the tags that were added (empty when nothing changed)."""
+    missing = [t for t in TAGS if not _is_single_token(tokenizer, t)]
+    if not missing:
+        return []
+    pieces = {t: tokenizer.encode(_bare_word(t), add_special_tokens=False) for t in missing}
+    tokenizer.add_tokens(missing, special_tokens=True)
+    if model is not None:
+        _init_rows(model, tokenizer, pieces)
+    return missing
+
+
+@torch.no_grad()
+def _init_rows(model: Any, tokenizer: Any, pieces: dict[str, list[int]]) -> None:
+    needed = len(tokenizer)
+    if model.get_input_embeddings().weight.shape[0] < needed:
+        # Only grow: a padded embedding (e.g. Qwen's 152064 rows) already has room and must not shrink.
+        model.resize_token_embeddings(needed, mean_resizing=False)
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings()
+    tied = head is None or head.weight.data_ptr() == emb.data_ptr()
+    for tag, sub in pieces.items():
+        row = tokenizer.convert_tokens_to_ids(tag)
+        emb[row] = emb[sub].mean(dim=0)
+        if not tied:
+            head.weight[row] = head.weight[sub].mean(dim=0)
