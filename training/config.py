@@ -1,0 +1,172 @@
+"""The training run's configuration: frozen dataclasses read from YAML, with `--set section.key=value` overrides.
+
+Every key a YAML file may hold is a field below; an unknown key is an error that names the key and the file.
+The sections are `model`, `data` (with `fields` and `prompt`) and `train`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used; the message names the place."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = ""  # local directory or hub name of a causal LM (and its tokenizer)
+    tokenizer: str | None = None  # defaults to name_or_path
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
+    attn_implementation: str = "auto"  # auto: flex_attention on CUDA, sdpa on CPU; or sdpa | eager | flex_attention
+    gradient_checkpointing: bool = False
+    pad_token: str | None = None  # None: keep the tokenizer's, else <|fim_pad|> when present, else eos
+    trust_remote_code: bool = False
+
+
+@dataclass(frozen=True)
+class FieldNames:
+    """Column names of the rows (the Multiverse-1K / s1K-1.1 names by default)."""
+
+    question: str = "question"
+    parallel: str = "deepseek_thinking_trajectory_parallel"
+    sequential: str = "deepseek_thinking_trajectory"
+    attempt: str = "deepseek_attempt"
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    multiverse_suffix: str = " Think step by step and in parallel before answering."
+    autoregressive_suffix: str = " Think step by step before answering."
+    answer_prefix: str = "\n\nAnswer: "
+    system_prompt: str | None = None  # None: whatever the chat template does without a system turn
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    multiverse: str | None = None  # HF dataset name or local .jsonl/.json/.parquet with Multiverse rows
+    autoregressive: str | None = None  # rows with only a sequential trace; None: the `sequential` column of `multiverse`
+    split: str = "train"
+    subset: str | None = None  # HF dataset configuration name
+    max_rows: int | None = None  # keep the first N rows of each source (for smoke runs)
+    fields: FieldNames = field(default_factory=FieldNames)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    mixing: str = "curriculum"  # curriculum (8 stages, read in order) | shuffled | multiverse_only
+    block_size: int = 32768  # every sample (or packed row) is at most this many tokens
+    truncation: str = "cut"  # cut: keep the first block_size tokens | drop: skip longer samples
+    packing: bool = False  # concatenate samples into rows of up to block_size tokens
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    output_dir: str = "runs/multiverse"
+    mode: str = "multiverse"  # multiverse | autoregressive (the baseline: sequential twins, causal attention)
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    micro_batch_size: int = 1
+    grad_accum: int = 1
+    learning_rate: float = 1e-5
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.05
+    weight_decay: float = 1e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    logging_steps: int = 1
+    save_steps: int = 100
+    save_total_limit: int | None = 2
+    save_only_model: bool = False  # True drops optimizer state (smaller, but then resume restarts the optimizer)
+    resume: str | None = None  # a checkpoint directory, or "auto" (the newest in output_dir)
+    seed: int = 42
+    mask_block: int = 128  # FlexAttention block size; also the tile used to report skipped blocks
+    report_to: str = "none"  # none | tensorboard | wandb ... (HF Trainer integrations)
+    dataloader_workers: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        _choice("data.mixing", self.data.mixing, ("curriculum", "shuffled", "multiverse_only"))
+        _choice("data.truncation", self.data.truncation, ("cut", "drop"))
+        _choice("train.mode", self.train.mode, ("multiverse", "autoregressive"))
+        if not self.model.name_or_path:
+            raise ConfigError("model.name_or_path is required (a local directory or a hub name)")
+        if not self.data.multiverse and not self.data.autoregressive:
+            raise ConfigError("data.multiverse or data.autoregressive must name a dataset or a file")
+        for key in ("data.block_size", "train.micro_batch_size", "train.grad_accum", "train.mask_block"):
+            if _get(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {_get(self, key)}")
+        return self
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Instantiate dataclass `cls` from a mapping, recursing into nested dataclass fields."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    kinds = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(kinds))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(kinds)}")
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        default = kinds[name].default_factory() if kinds[name].default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(default):
+            out[name] = _build(type(default), value or {}, f"{where}.{name}")
+        else:
+            out[name] = value
+    return cls(**out)
+
+
+def _apply_override(tree: dict[str, Any], item: str) -> None:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form section.key=value")
+    dotted, raw = item.split("=", 1)
+    parts = dotted.strip().split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:  # type: ignore[assignment]
+    """Read a YAML file (or start from defaults when path is None) and apply `section.key=value` overrides."""
+    tree: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file {path} does not exist") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    for item in overrides:
+        _apply_override(tree, item)
+    return _build(Config, tree, where).validate()
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
