@@ -5,6 +5,7 @@ Invariant: every tag is exactly one token id; detection at run time compares ids
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Callable
 
 TAG_NAMES: tuple[str, ...] = ("Think", "Parallel", "Goal", "Outline", "Path", "Conclusion")
@@ -42,6 +43,10 @@ class TagIds:
 
     def all(self) -> tuple[int, ...]:
         return tuple(getattr(self, f) for f in self.__dataclass_fields__)
+
+    @cached_property
+    def id_set(self) -> frozenset[int]:
+        return frozenset(self.all())
 
     def name_of(self, token_id: int) -> str | None:
         for tag, tid in zip(TAGS, self.all()):

@@ -6,7 +6,8 @@ Fork (labels of the outlines, the position g of `</Goal>`) or a Fallback with it
 between tags is never decoded, except the few ids of an outline's label.
 
 Invariants: position rises by exactly one per consumed token; a child forked at g starts at g+1;
-`merged(m)` makes the next token (the forced <Conclusion>) land at m+1.
+`merged(m)` makes the next token (the forced <Conclusion>) land at m+1. A path is ended only by the
+`</Path>` matching its own `<Path>`: paths of a block that fell back to sequential decoding nest inside it.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ class BranchState:
     depth: int = 0  # number of enclosing forked blocks
     position: int = -1  # position of the last consumed token
     in_path: bool = False  # a child branch: its </Path> ends it
+    open_paths: int = 0  # <Path> tags opened and not closed in this branch (own + sequential fallback blocks)
     phase: Phase = Phase.TEXT
     outlines: list[list[int]] = field(default_factory=list)  # label+text ids of finished outlines
 
@@ -75,8 +77,13 @@ class BranchState:
         """Consume one token of this branch; its position is `self.position` afterwards."""
         self.position += 1
         t = self.vocab.tags
-        if token == t.path_close and self.in_path:
-            return PathEnd(self.position)
+        if token == t.path_open:
+            self.open_paths += 1
+        elif token == t.path_close:
+            # Only the branch's own </Path> ends it; one closing a sequential (fallback) path does not.
+            if self.in_path and self.open_paths <= 1:
+                return PathEnd(self.position)
+            self.open_paths = max(0, self.open_paths - 1)
         if token == t.parallel_open:
             self.phase, self.outlines = Phase.OPENED, []
         elif self.phase is Phase.OPENED:
@@ -89,7 +96,7 @@ class BranchState:
 
     # ---------------------------------------------------------------- Map stage
     def _is_tag(self, token: int) -> bool:
-        return token in self.vocab.tags.all()
+        return token in self.vocab.tags.id_set
 
     def _opened(self, token: int) -> None:
         if token == self.vocab.tags.goal_open:

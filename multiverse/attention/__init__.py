@@ -1,0 +1,26 @@
+"""Token-level Multiverse rules: positions (SPEC §4), visibility (SPEC §3), fork and merge (SPEC §5)."""
+from multiverse.attention.blocks import block_mask, block_mask_from_layouts, block_tables, skipped_fraction
+from multiverse.attention.forkmerge import fork_prefix, merge_token, outline_labels
+from multiverse.attention.layout import Layout, dense_mask, layout, pack, position_ids
+from multiverse.attention.scanner import BranchState, Fallback, Fork, PathEnd, StructureRules, read_label
+
+__all__ = [
+    "BranchState",
+    "Fallback",
+    "Fork",
+    "Layout",
+    "PathEnd",
+    "StructureRules",
+    "block_mask",
+    "block_mask_from_layouts",
+    "block_tables",
+    "dense_mask",
+    "fork_prefix",
+    "layout",
+    "merge_token",
+    "outline_labels",
+    "pack",
+    "position_ids",
+    "read_label",
+    "skipped_fraction",
+]

@@ -1,0 +1,213 @@
+"""One pass over token ids -> positions (SPEC §4) and visibility metadata (SPEC §3), in O(L) memory.
+
+The scan drives the same `BranchState` the engine uses, one branch frame per open path, so training and
+inference agree by construction. For every token q it records:
+  positions[q]           its RoPE position;
+  doc_ids[q]             its document (packing): q sees only keys of its own document, positions restart;
+  hidden_lo/hi[q, d]     key ranges [lo, hi) that q must not see, one per enclosing path (d < D); a path of
+                         block B hides [B's first <Path>, this path's <Path>), i.e. all earlier siblings.
+Hidden ranges of different depths are disjoint and lie inside q's document before q.
+Non-strict scans never raise: a block that falls back runs sequentially, a truncated row leaves paths open
+(exactly what the engine does); `strict=True` raises StructureError naming the token index.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from multiverse.attention.scanner import BranchState, Fallback, Fork, PathEnd, StructureRules
+from multiverse.structure.errors import StructureError
+from multiverse.tags import StructureVocab
+
+Ids = Sequence[int] | torch.Tensor
+Range = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Layout:
+    positions: torch.Tensor  # [L] int64
+    doc_ids: torch.Tensor  # [L] int64
+    doc_start: torch.Tensor  # [L] int64: index of the first token of q's document
+    hidden_lo: torch.Tensor  # [L, D] int64 (D >= 1; unused ranges are empty: lo == hi == 0)
+    hidden_hi: torch.Tensor  # [L, D] int64
+    fallbacks: tuple[tuple[int, str], ...] = ()  # (token index of </Goal>, reason)
+
+    @property
+    def length(self) -> int:
+        return int(self.positions.numel())
+
+    def dense(self) -> torch.Tensor:
+        """Bool [L, L], True where query row q may attend key column k."""
+        L = self.length
+        k = torch.arange(L)
+        visible = (k[None, :] <= k[:, None]) & (self.doc_ids[None, :] == self.doc_ids[:, None])
+        for d in range(self.hidden_lo.shape[1]):
+            lo, hi = self.hidden_lo[:, d, None], self.hidden_hi[:, d, None]
+            visible &= ~((k[None, :] >= lo) & (k[None, :] < hi))
+        return visible
+
+
+@dataclass
+class _Path:
+    """A branch being scanned: the root of a document, or one path of a forked block."""
+
+    state: BranchState
+    hidden: tuple[Range, ...]
+    open_index: int  # token index of its <Path> (or of the document's first token)
+
+
+@dataclass
+class _Block:
+    """A forked block whose paths are being scanned; its paths follow one another in merged order."""
+
+    parent: _Path
+    labels: tuple[str, ...]
+    goal_position: int
+    first_path: int  # token index of the first <Path>
+    path_ends: list[int] = field(default_factory=list)  # positions of the finished paths' </Path>
+
+
+class _Scanner:
+    def __init__(self, vocab: StructureVocab, rules: StructureRules, strict: bool) -> None:
+        self.vocab, self.rules, self.strict = vocab, rules, strict
+        self.fallbacks: list[tuple[int, str]] = []
+
+    def run(self, ids: list[int], docs: list[int]) -> tuple[list[int], list[tuple[Range, ...]]]:
+        positions: list[int] = [0] * len(ids)
+        hidden: list[tuple[Range, ...]] = [()] * len(ids)
+        stack: list[_Path | _Block] = []
+        for i, token in enumerate(ids):
+            if i == 0 or docs[i] != docs[i - 1]:
+                self._end_document(stack, i)
+                stack = [_Path(BranchState(self.vocab, self.rules), (), i)]
+            path = self._branch_for(stack, token, i)
+            event = path.state.step(token)
+            positions[i], hidden[i] = path.state.position, path.hidden
+            self._handle(stack, path, event, i)
+        self._end_document(stack, len(ids))
+        return positions, hidden
+
+    def _branch_for(self, stack: list[_Path | _Block], token: int, i: int) -> _Path:
+        """The branch that consumes token i; opens the next path or merges a block whose paths are done."""
+        top = stack[-1]
+        if isinstance(top, _Path):
+            return top
+        done = len(top.path_ends)
+        if token == self.vocab.tags.path_open and done < len(top.labels):
+            path = _Path(top.parent.state.child(top.goal_position), top.parent.hidden, i)
+            if done:
+                path.hidden = path.hidden + ((top.first_path, i),)
+            stack.append(path)
+            return path
+        if done < len(top.labels) and self.strict:
+            raise StructureError(f"block expects {len(top.labels)} paths, found {done}", token_index=i)
+        if token != self.vocab.tags.conclusion_open and self.strict:
+            raise StructureError("<Conclusion> must follow the last </Path>", token_index=i)
+        stack.pop()
+        top.parent.state.merged(max(top.path_ends, default=top.goal_position))
+        return top.parent
+
+    def _handle(self, stack: list[_Path | _Block], path: _Path, event: Any, i: int) -> None:
+        if isinstance(event, Fork):
+            stack.append(_Block(path, event.labels, event.goal_position, i + 1))
+        elif isinstance(event, PathEnd):
+            stack.pop()
+            block = stack[-1]
+            assert isinstance(block, _Block)
+            block.path_ends.append(event.position)
+        elif isinstance(event, Fallback):
+            self.fallbacks.append((i, event.reason))
+            if self.strict and event.reason != "disabled":
+                raise StructureError(f"block cannot fork: {event.reason}", token_index=i)
+
+    def _end_document(self, stack: list[_Path | _Block], i: int) -> None:
+        if not self.strict or not stack:
+            return
+        open_paths = [f for f in stack[1:] if isinstance(f, _Path)]
+        if open_paths:
+            at = open_paths[-1].open_index
+            raise StructureError(f"unclosed <Path> opened at token {at}", token_index=at)
+        if isinstance(stack[-1], _Block):
+            raise StructureError("block ends without <Conclusion>", token_index=i - 1)
+
+
+def as_list(ids: Ids) -> list[int]:
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1:
+            raise ValueError(f"expected a 1-D sequence of token ids, got shape {tuple(ids.shape)}")
+        return ids.tolist()
+    return [int(t) for t in ids]
+
+
+def layout(
+    input_ids: Ids,
+    tokenizer: Any,
+    doc_ids: Ids | None = None,
+    rules: StructureRules | None = None,
+    strict: bool = False,
+) -> Layout:
+    """Positions and visibility metadata of one row of token ids (several documents when `doc_ids` is given)."""
+    ids = as_list(input_ids)
+    docs = as_list(doc_ids) if doc_ids is not None else [0] * len(ids)
+    if len(docs) != len(ids):
+        raise ValueError(f"doc_ids has {len(docs)} entries for {len(ids)} tokens")
+    scanner = _Scanner(StructureVocab.from_tokenizer(tokenizer), rules or StructureRules(), strict)
+    positions, hidden = scanner.run(ids, docs)
+    lo, hi = _ranges_to_tensors(hidden)
+    doc_tensor = torch.tensor(docs, dtype=torch.long)
+    return Layout(
+        positions=torch.tensor(positions, dtype=torch.long),
+        doc_ids=doc_tensor,
+        doc_start=_doc_starts(doc_tensor),
+        hidden_lo=lo,
+        hidden_hi=hi,
+        fallbacks=tuple(scanner.fallbacks),
+    )
+
+
+def _ranges_to_tensors(hidden: list[tuple[Range, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token tuples of ranges -> lo, hi [L, D] (empty ranges padded as (0, 0))."""
+    depth = max((len(h) for h in hidden), default=0) or 1
+    flat = [[x for r in h for x in r] + [0, 0] * (depth - len(h)) for h in hidden]
+    t = torch.tensor(flat, dtype=torch.long).view(len(hidden), depth, 2)
+    return t[..., 0].contiguous(), t[..., 1].contiguous()
+
+
+def _doc_starts(docs: torch.Tensor) -> torch.Tensor:
+    L = docs.numel()
+    if L == 0:
+        return docs.clone()
+    new = torch.ones(L, dtype=torch.bool)
+    new[1:] = docs[1:] != docs[:-1]
+    idx = torch.where(new, torch.arange(L), torch.zeros(L, dtype=torch.long))
+    return torch.cummax(idx, dim=0).values
+
+
+def position_ids(input_ids: Ids, tokenizer: Any, doc_ids: Ids | None = None, **kw: Any) -> torch.Tensor:
+    """RoPE positions per SPEC §4: LongTensor [L] (or [B, L] for a 2-D input)."""
+    if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2:
+        return torch.stack([position_ids(r, tokenizer, _row(doc_ids, b), **kw) for b, r in enumerate(input_ids)])
+    return layout(input_ids, tokenizer, doc_ids, **kw).positions
+
+
+def dense_mask(input_ids: Ids, tokenizer: Any, doc_ids: Ids | None = None, **kw: Any) -> torch.Tensor:
+    """Multiverse Attention as a bool [L, L] (or [B, L, L]); True = may attend."""
+    if isinstance(input_ids, torch.Tensor) and input_ids.dim() == 2:
+        return torch.stack([dense_mask(r, tokenizer, _row(doc_ids, b), **kw) for b, r in enumerate(input_ids)])
+    return layout(input_ids, tokenizer, doc_ids, **kw).dense()
+
+
+def _row(doc_ids: Ids | None, b: int) -> Ids | None:
+    return None if doc_ids is None else doc_ids[b]
+
+
+def pack(samples: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """Concatenate samples into one row with a document id per token (sample index)."""
+    ids: list[int] = []
+    docs: list[int] = []
+    for d, sample in enumerate(samples):
+        ids.extend(int(t) for t in sample)
+        docs.extend([d] * len(sample))
+    return ids, docs
