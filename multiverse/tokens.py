@@ -23,15 +23,22 @@ def _bare_word(tag: str) -> str:
 
 
 def add_structure_tokens(model: Any | None, tokenizer: Any) -> list[str]:
-    """Add the missing tags; returns the tags that were added (empty when nothing changed)."""
+    """Add the missing tags; returns the tags whose rows were added (empty when nothing changed).
+
+    Also repairs a model whose embedding is smaller than a tokenizer that already has the tags.
+    """
     missing = [t for t in TAGS if not _is_single_token(tokenizer, t)]
-    if not missing:
-        return []
     pieces = {t: tokenizer.encode(_bare_word(t), add_special_tokens=False) for t in missing}
-    tokenizer.add_tokens(missing, special_tokens=True)
+    if missing:
+        tokenizer.add_tokens(missing, special_tokens=True)
     if model is not None:
-        _init_rows(model, tokenizer, pieces)
-    return missing
+        rows = model.get_input_embeddings().weight.shape[0]
+        for tag in TAGS:
+            if tag not in pieces and tokenizer.convert_tokens_to_ids(tag) >= rows:
+                pieces[tag] = tokenizer.encode(_bare_word(tag), add_special_tokens=False)
+        if pieces:
+            _init_rows(model, tokenizer, pieces)
+    return list(pieces)
 
 
 @torch.no_grad()

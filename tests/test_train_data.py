@@ -1,7 +1,6 @@
 """Training data: config loading, row loading, mixing order, segment-wise encoding and truncation."""
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -159,4 +158,3 @@ def test_reference_traces_encode(tokenizer, tmp_path: Path) -> None:
         s = fit(encode_example(ex, tokenizer, cfg), cfg, stats)
         assert s is not None and len(s["input_ids"]) == 2048  # long traces are cut to block_size
     assert stats.truncated == 3
-    json.dumps(rows)  # rows stay plain JSON

@@ -85,6 +85,9 @@ class _Parser:
                 if closer is not None:
                     raise self.error("<Think> is allowed only at the top level", lx)
                 nodes.append(self.think())
+            elif closer in ("Path", "Think") and lx.kind in ("open", "close"):
+                assert opened is not None
+                raise self.error(f"unclosed <{closer}> opened at line {self.line_of(opened)}, found {lx.show()}", lx)
             elif lx.kind == "open" and lx.value == "Conclusion":
                 raise self.error("<Conclusion> before any <Path>", lx)
             elif lx.kind == "open":

@@ -6,6 +6,8 @@ and "<parent>.k" inside a path; outlines and paths read "<Tag>LABEL: text".
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 from multiverse.structure.parser import parse
 from multiverse.structure.tree import Block, Document, Node, Path, Text, Think
 
@@ -66,13 +68,26 @@ def canonicalize(text: str) -> str:
 
 
 def sequential_twin(text: str) -> str:
-    """Plain sequential text: goals and conclusions dropped, tags and path labels dropped, paths in order."""
-    return "".join(_twin(n) for n in parse(text).children)
+    """Plain sequential text: goals and conclusions dropped, tags and path labels dropped, paths in order.
+
+    Pieces that would touch without whitespace (text right before a block, consecutive paths) are joined
+    with a newline so that no two words of different pieces fuse.
+    """
+    return _join(_twin(n) for n in parse(text).children)
 
 
 def _twin(node: Node) -> str:
     if isinstance(node, Text):
         return node.text
     if isinstance(node, Think):
-        return "".join(_twin(c) for c in node.children)
-    return "\n".join("".join(_twin(c) for c in p.children).strip() for p in node.paths)
+        return _join(_twin(c) for c in node.children)
+    return _join(_join(_twin(c) for c in p.children).strip() for p in node.paths)
+
+
+def _join(pieces: Iterable[str]) -> str:
+    out = ""
+    for piece in pieces:
+        if out and piece and not out[-1].isspace() and not piece[0].isspace():
+            out += "\n"
+        out += piece
+    return out
