@@ -1,0 +1,63 @@
+"""The model seam: one attention function registered with transformers' AttentionInterface.
+
+The HF layer computes q/k/v and applies RoPE with the positions the engine passed as `position_ids`; then it
+calls this function. Per layer, it first writes the step's new K/V into the pool (every token's slot), then each
+row (one branch) attends its own new tokens over its block table. Because all writes precede all reads in a layer,
+a row may read slots written by another row in the same forward (a child reading its parent's `</Goal>`, a parent
+reading its children's last `</Path>` at merge). Called without `mv_batch` (outside the engine) it is plain SDPA.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+SEAM_NAME = "multiverse_paged"
+
+
+@dataclass(frozen=True)
+class StepMeta:
+    """Tensors shared by all layers of one forward. T new tokens in B rows, padded to Qmax queries, Kmax keys."""
+
+    k: torch.Tensor  # [layers, slots, Hkv, D] pool storage
+    v: torch.Tensor
+    write_slots: torch.Tensor  # [T] slot of each new token
+    key_slots: torch.Tensor  # [B, Kmax] each row's block table, padded with slot 0
+    q_index: torch.Tensor  # [B, Qmax] index into the T new tokens (padding repeats a real one)
+    mask: torch.Tensor  # [B, 1, Qmax, Kmax] True = may attend (table entries up to the query itself)
+    out_index: torch.Tensor  # [T] row-major index of each real query in [B * Qmax]
+
+
+def paged_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,  # [1, H, T, D], RoPE applied
+    key: torch.Tensor,  # [1, Hkv, T, D], RoPE applied
+    value: torch.Tensor,  # [1, Hkv, T, D]
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    meta: StepMeta | None = kwargs.pop("mv_batch", None)
+    if meta is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    layer = module.layer_idx
+    k_cache, v_cache = meta.k[layer], meta.v[layer]  # [slots, Hkv, D]
+    k_cache[meta.write_slots] = key[0].transpose(0, 1)
+    v_cache[meta.write_slots] = value[0].transpose(0, 1)
+    keys = k_cache[meta.key_slots].transpose(1, 2)  # [B, Hkv, Kmax, D]
+    values = v_cache[meta.key_slots].transpose(1, 2)
+    heads, dim = query.shape[1], query.shape[3]
+    q = query[0][:, meta.q_index].transpose(0, 1)  # [B, H, Qmax, D]
+    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=meta.mask, scale=scaling, enable_gqa=True)
+    out = out.transpose(1, 2).reshape(-1, heads, dim)[meta.out_index]  # [T, H, D]
+    return out.unsqueeze(0), None
+
+
+def register() -> str:
+    """Register the seam (idempotent); returns the implementation name to put in the model config."""
+    AttentionInterface.register(SEAM_NAME, paged_attention)
+    return SEAM_NAME

@@ -1,0 +1,125 @@
+"""A branch: the root sequence of a request, or one path of a forked block.
+
+A branch owns its block table at slot granularity: `slots[i]` is the KV slot of `visible[i]`, the i-th token
+its attention reads (prompt, parent's prefix, its own tokens; after a merge, prefix + child 1 + ... + child n).
+It holds one pool reference on every page in `pages`; `tail_free` slots remain in the last of them for its
+own writes. Pending tokens have slots and positions but no KV yet: the next forward computes them.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.kv_pool import KVPool
+from multiverse.attention.scanner import BranchState
+
+
+class Status(enum.Enum):
+    RUNNING = "running"  # samples after its pending tokens are computed
+    WAITING = "waiting"  # forked: waits for its children to merge
+    CLOSING = "closing"  # ended (</Path> pending or computed); never samples again
+    DONE = "done"
+
+
+@dataclass
+class Branch:
+    label: str  # "" for the root, else the path label ("1", "2.1", ...)
+    state: BranchState
+    parent: "Branch | None" = None
+    depth: int = 0
+    slots: list[int] = field(default_factory=list)
+    visible: list[int] = field(default_factory=list)  # token ids aligned with slots
+    pages: list[int] = field(default_factory=list)
+    tail_free: int = 0
+    num_shared: int = 0  # leading slots/visible inherited from the parent at fork
+    num_shared_pages: int = 0
+    tokens: list[int] = field(default_factory=list)  # this branch's own tokens, forced and sampled, in order
+    logprobs: list[float | None] = field(default_factory=list)  # None at forced tokens
+    forks: list[tuple[int, list["Branch"]]] = field(default_factory=list)  # (len(tokens) at fork, children)
+    pending_ids: list[int] = field(default_factory=list)
+    pending_pos: list[int] = field(default_factory=list)
+    status: Status = Status.RUNNING
+    finish_reason: str | None = None
+    end_position: int = -1  # position of its </Path> (children)
+    num_generated: int = 0
+    generator: torch.Generator | None = None
+    stop_window: str = ""  # recent text, for stop strings across token boundaries
+
+    # ------------------------------------------------------------------ KV slots
+    def push(self, pool: KVPool, token: int, logprob: float | None) -> None:
+        """Append one token already stepped through `state`: a slot, a pending forward, a place in the tree."""
+        if self.tail_free == 0:
+            self.pages.append(pool.alloc())
+            self.tail_free = pool.page_size
+        slot = self.pages[-1] * pool.page_size + (pool.page_size - self.tail_free)
+        self.tail_free -= 1
+        self.slots.append(slot)
+        self.visible.append(token)
+        self.pending_ids.append(token)
+        self.pending_pos.append(self.state.position)
+        self.tokens.append(token)
+        self.logprobs.append(logprob)
+
+    def fork_child(self, pool: KVPool, label: str, state: BranchState) -> "Branch":
+        """A child that reads this branch's slots through shared page references (no KV copied)."""
+        pool.incref(self.pages)
+        return Branch(
+            label=label,
+            state=state,
+            parent=self,
+            depth=self.depth + 1,
+            slots=list(self.slots),
+            visible=list(self.visible),
+            pages=list(self.pages),
+            num_shared=len(self.slots),
+            num_shared_pages=len(self.pages),
+        )
+
+    def absorb(self, pool: KVPool, children: list["Branch"]) -> None:
+        """Merge: table becomes prefix + child 1 + ... + child n; children's own pages move here, shared refs drop."""
+        for child in children:
+            self.slots += child.slots[child.num_shared :]
+            self.visible += child.visible[child.num_shared :]
+            self.pages += child.pages[child.num_shared_pages :]
+            pool.decref(child.pages[: child.num_shared_pages])
+            child.pages = []
+        self.tail_free = children[-1].tail_free  # the last child's last page is now this branch's tail
+
+    def release(self, pool: KVPool) -> None:
+        """Drop every page reference this branch holds (finish, abort, preemption)."""
+        pool.decref(self.pages)
+        self.pages, self.tail_free = [], 0
+
+    # ------------------------------------------------------------------ tree
+    def walk(self) -> "list[Branch]":
+        """This branch and all its descendants, depth first in path order."""
+        out = [self]
+        for _, children in self.forks:
+            for child in children:
+                out += child.walk()
+        return out
+
+    def open_children(self) -> "list[Branch]":
+        return self.forks[-1][1] if self.status is Status.WAITING else []
+
+    def flatten(self) -> tuple[list[int], list[float | None], list[bool]]:
+        """Final merged order: own tokens with each fork's children inserted at the fork point.
+
+        Returns (ids, logprobs, forced) where forced[i] is True at tokens the engine placed.
+        """
+        ids: list[int] = []
+        lps: list[float | None] = []
+        start = 0
+        for at, children in self.forks:
+            ids += self.tokens[start:at]
+            lps += self.logprobs[start:at]
+            for child in children:
+                c_ids, c_lps, _ = child.flatten()
+                ids += c_ids
+                lps += c_lps
+            start = at
+        ids += self.tokens[start:]
+        lps += self.logprobs[start:]
+        return ids, lps, [lp is None for lp in lps]

@@ -1,0 +1,48 @@
+"""The engine's one frozen configuration, built once in MultiverseLM and passed down unchanged."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Memory, batching and structure limits of one engine instance.
+
+    KV memory is `num_pages * page_size` token slots per layer. A request is admitted only while
+    `reserve_pages` stay free after its prompt, so running requests have room to fork and decode.
+    """
+
+    num_pages: int = 2048
+    page_size: int = 16
+    max_batch_tokens: int = 4096  # prompt tokens admitted into one forward (a longer prompt runs alone)
+    max_running: int = 64  # requests decoding at the same time
+    reserve_pages: int = 4
+    parallel: bool = True  # False: the sequential baseline, tags are ordinary tokens
+    max_paths: int | None = None  # default limits of SPEC §6; SamplingParams may tighten them per request
+    max_depth: int | None = None
+    device: str | None = None  # None: the model's device
+    dtype: torch.dtype | None = None  # None: the model's dtype
+    check_integrity: bool = False  # assert the KV accounting after every step (tests)
+
+    def __post_init__(self) -> None:
+        for name in ("num_pages", "page_size", "max_batch_tokens", "max_running"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.reserve_pages < 0 or self.reserve_pages >= self.num_pages:
+            raise ValueError(f"EngineConfig.reserve_pages must be in [0, num_pages), got {self.reserve_pages}")
+        for name in ("max_paths", "max_depth"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"EngineConfig.{name} must be None or >= 1, got {value}")
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "EngineConfig":
+        """Build from MultiverseLM(**engine_options); an unknown key is an error naming it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown engine option(s) {unknown}; known: {sorted(known)}")
+        return cls(**options)

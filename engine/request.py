@@ -1,0 +1,126 @@
+"""A request: its prompt, its tree of branches, its budgets, counters and the final result (SPEC §6, §7)."""
+from __future__ import annotations
+
+import enum
+import time
+import zlib
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.branch import Branch, Status
+from engine.params import SamplingParams
+from engine.result import BranchInfo, RequestOutput, Stats
+from multiverse.attention.scanner import BranchState, StructureRules
+from multiverse.tags import StructureVocab
+
+
+class Phase(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+@dataclass
+class Request:
+    request_id: int
+    prompt_ids: list[int]
+    params: SamplingParams
+    seed: int
+    rules: StructureRules
+    phase: Phase = Phase.WAITING
+    root: Branch | None = None
+    finish_reason: str | None = None
+    stop_string: str | None = None  # the stop string that ended the root, for text truncation
+    num_generated: int = 0
+    num_forks: int = 0
+    num_merges: int = 0
+    max_position: int = -1
+    fallbacks: list[str] = field(default_factory=list)
+    num_preemptions: int = 0
+    start_time: float = field(default_factory=time.perf_counter)
+    end_time: float | None = None
+    output: RequestOutput | None = None
+
+    def start(self, vocab: StructureVocab) -> Branch:
+        """(Re)build the root branch; a preempted request restarts here and reproduces its output (same seed)."""
+        self.root = Branch(label="", state=BranchState(vocab, self.rules))
+        self.root.generator = self.generator_for("")
+        self.phase = Phase.RUNNING
+        self.num_generated = self.num_forks = self.num_merges = 0
+        self.max_position, self.fallbacks, self.finish_reason = -1, [], None
+        return self.root
+
+    def generator_for(self, label: str) -> torch.Generator:
+        """Each branch draws from its own stream, keyed by (seed, label): batch composition cannot change it."""
+        gen = torch.Generator()
+        gen.manual_seed((self.seed * 1_000_003 + zlib.crc32(label.encode())) % (2**63))
+        return gen
+
+    def branches(self) -> list[Branch]:
+        return self.root.walk() if self.root is not None else []
+
+    @property
+    def critical_path(self) -> int:
+        return max(0, self.max_position + 1 - len(self.prompt_ids))
+
+    def over_budget(self) -> str | None:
+        if self.num_generated >= self.params.max_new_tokens:
+            return "length"
+        limit = self.params.max_critical_tokens
+        if limit is not None and self.critical_path >= limit:
+            return "critical_length"
+        return None
+
+    # ------------------------------------------------------------------ result
+    def build_output(self, decode, vocab: StructureVocab) -> RequestOutput:  # noqa: ANN001 - tokenizer.decode
+        ids, lps, forced = self.root.flatten() if self.root is not None else (list(self.prompt_ids), [], [])
+        n = len(self.prompt_ids)
+        gen_ids, gen_lps = ids[n:], lps[n:]
+        text = decode(gen_ids)
+        if self.stop_string is not None and not self.params.include_stop_str_in_output:
+            cut = text.rfind(self.stop_string)
+            text = text[:cut] if cut >= 0 else text
+        wall = (self.end_time or time.perf_counter()) - self.start_time
+        critical = self.critical_path
+        stats = Stats(
+            generated_tokens=self.num_generated,
+            forced_tokens=sum(forced[n:]),
+            critical_path=critical,
+            degree_of_parallelism=self.num_generated / critical if critical else 1.0,
+            wall_time_s=wall,
+            tokens_per_s=self.num_generated / wall if wall > 0 else 0.0,
+            num_forks=self.num_forks,
+            num_merges=self.num_merges,
+            fallbacks=list(self.fallbacks),
+        )
+        tree = [self._info(b, decode) for b in self.branches()]
+        return RequestOutput(
+            request_id=self.request_id,
+            prompt_token_ids=list(self.prompt_ids),
+            text=text,
+            token_ids=gen_ids,
+            logprobs=gen_lps if self.params.logprobs else None,
+            finish_reason=self.finish_reason or "abort",
+            tree=tree,
+            stats=stats,
+            seed=self.seed,
+        )
+
+    def _info(self, branch: Branch, decode) -> BranchInfo:  # noqa: ANN001
+        own = branch.tokens[len(self.prompt_ids) :] if branch.parent is None else branch.tokens
+        reason = branch.finish_reason if branch.parent is not None else self.finish_reason
+        return BranchInfo(branch.label, decode(own), len(own), reason, branch.depth)
+
+
+def close_open_paths(root: Branch, path_close: int, reason: str) -> None:
+    """Finish a tree early: every unfinished path gets a closing </Path> (forced, no KV needed: nothing follows).
+
+    The final merged ids stay well formed, so the core's layout of them matches what the engine computed.
+    """
+    for branch in root.walk():
+        if branch.status in (Status.RUNNING, Status.WAITING) and branch.parent is not None:
+            branch.tokens.append(path_close)
+            branch.logprobs.append(None)
+            branch.finish_reason = reason
+        branch.status = Status.DONE

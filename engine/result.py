@@ -1,0 +1,39 @@
+"""What a finished request returns: text, merged token ids, logprobs, the branch tree and stats (SPEC §7)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class BranchInfo:
+    label: str  # "" for the root
+    text: str  # this branch's own tokens (forced ones included), decoded
+    num_tokens: int
+    finish_reason: str | None  # path_end | eos | stop | length | ... ; None for the root while it decodes
+    depth: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    generated_tokens: int  # sampled by any branch
+    forced_tokens: int  # placed by the engine (fork prefixes, <Conclusion>, closing </Path>)
+    critical_path: int  # largest position reached + 1 - prompt length (number of positions decoded)
+    degree_of_parallelism: float  # generated_tokens / critical_path
+    wall_time_s: float
+    tokens_per_s: float
+    num_forks: int
+    num_merges: int
+    fallbacks: list[str] = field(default_factory=list)  # SPEC §6 reasons, one per block that ran sequentially
+
+
+@dataclass(frozen=True)
+class RequestOutput:
+    request_id: int
+    prompt_token_ids: list[int]
+    text: str
+    token_ids: list[int]  # generated ids in final merged order: prefix, path 1, ..., path n, conclusion, ...
+    logprobs: list[float | None] | None  # aligned with token_ids when asked; None at forced tokens
+    finish_reason: str  # stop | length | critical_length | out_of_memory | abort
+    tree: list[BranchInfo]
+    stats: Stats
+    seed: int

@@ -1,0 +1,72 @@
+"""The model runner: turns the step's rows (branches with pending tokens) into ONE forward of the HF model.
+
+Ownership: the scheduler decides the rows; the runner builds flat tensors [1, T] (ids, explicit positions) and
+the StepMeta the seam reads, runs the base model with the seam active, and applies the LM head only at the
+last pending token of the rows that sample.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from engine.attention import StepMeta, register
+from engine.branch import Branch
+from engine.kv_pool import KVPool
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, pool: KVPool, device: torch.device) -> None:
+        self.model, self.pool, self.device = model, pool, device
+        self.base = model.base_model
+        self.lm_head = model.get_output_embeddings()
+        self.seam = register()
+
+    @torch.inference_mode()
+    def forward(self, rows: Sequence[Branch], sample: Sequence[bool]) -> torch.Tensor:
+        """Compute every row's pending tokens; returns float32 logits [num sampling rows, vocab]."""
+        ids, pos, write, last = [], [], [], []
+        for branch in rows:
+            n = len(branch.pending_ids)
+            ids += branch.pending_ids
+            pos += branch.pending_pos
+            write += branch.slots[-n:]
+            last.append(len(ids) - 1)
+        meta = self._meta(rows, write)
+        as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)  # noqa: E731
+        config = self.model.config
+        previous = config._attn_implementation
+        config._attn_implementation = self.seam
+        try:
+            hidden = self.base(
+                input_ids=as_tensor(ids)[None], position_ids=as_tensor(pos)[None], use_cache=False, mv_batch=meta
+            ).last_hidden_state[0]  # [T, hidden]
+        finally:
+            config._attn_implementation = previous
+        picks = as_tensor([i for i, s in zip(last, sample) if s])
+        return self.lm_head(hidden[picks]).float()
+
+    def _meta(self, rows: Sequence[Branch], write: list[int]) -> StepMeta:
+        dev = self.device
+        q_len = torch.tensor([len(b.pending_ids) for b in rows], device=dev)
+        k_len = torch.tensor([len(b.slots) for b in rows], device=dev)
+        q_max, k_max = int(q_len.max()), int(k_len.max())
+        table = torch.zeros(len(rows), k_max, dtype=torch.long)
+        for r, branch in enumerate(rows):
+            table[r, : len(branch.slots)] = torch.tensor(branch.slots, dtype=torch.long)
+        starts = torch.cumsum(q_len, 0) - q_len  # [B] first new token of each row
+        i = torch.arange(q_max, device=dev)
+        q_index = starts[:, None] + torch.minimum(i[None, :], q_len[:, None] - 1)  # [B, Qmax]
+        limit = (k_len - q_len)[:, None] + 1 + torch.minimum(i[None, :], q_len[:, None] - 1)  # keys visible per query
+        mask = torch.arange(k_max, device=dev)[None, None, :] < limit[:, :, None]  # [B, Qmax, Kmax]
+        real = (i[None, :] < q_len[:, None]).reshape(-1)
+        out_index = torch.arange(len(rows) * q_max, device=dev)[real]
+        return StepMeta(
+            k=self.pool.k,
+            v=self.pool.v,
+            write_slots=torch.tensor(write, dtype=torch.long, device=dev),
+            key_slots=table.to(dev),
+            q_index=q_index,
+            mask=mask[:, None],
+            out_index=out_index,
+        )

@@ -1,0 +1,104 @@
+"""SPEC §5: the engine's logits at every generated position equal ONE teacher-forced forward over the final
+sequence with the core's training mask and positions. Scripted structures (nesting, several requests)."""
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from engine.api import MultiverseLM
+from engine.params import SamplingParams
+from engine.script import ScriptedProcessor
+from multiverse.attention import dense_mask, position_ids
+from multiverse.encode import encode_trace
+from multiverse.tiny import build_model
+
+WORDS = ["the sum", " is 4", " check x", " so 12", " area 6", " case one", " then 7", " answer"]
+
+
+def random_trace(rng: random.Random, depth: int = 0, prefix: str = "") -> str:
+    """A canonical Multiverse block with random text, 1-3 paths, nested up to depth 2."""
+    n = rng.randint(1, 3)
+    labels = [f"{prefix}{i + 1}" for i in range(n)]
+    goal = "".join(f"<Outline>{lab}: {rng.choice(WORDS)}</Outline>" for lab in labels)
+    paths = ""
+    for lab in labels:
+        body = rng.choice(WORDS)
+        if depth < 2 and rng.random() < 0.4:
+            body += random_trace(rng, depth + 1, lab + ".") + rng.choice(WORDS)
+        paths += f"<Path>{lab}: {body}</Path>"
+    return f"<Parallel><Goal>{rng.choice(WORDS)}{goal}</Goal>{paths}<Conclusion>{rng.choice(WORDS)}</Conclusion></Parallel>"
+
+
+def teacher_forced_logprobs(model: torch.nn.Module, tok, ids: list[int]) -> torch.Tensor:
+    """log_softmax of ONE forward over ids with the core's mask and positions: [L, V] float32."""
+    mask = dense_mask(ids, tok)[None, None]
+    pos = position_ids(ids, tok)[None]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids]), attention_mask=mask, position_ids=pos).logits[0]
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return build_model(tok, hidden_size=64, num_layers=2, seed=3)
+
+
+@pytest.mark.parametrize("page_size", [1, 4, 16])
+def test_scripted_structures_match_one_teacher_forced_forward(tok, model, page_size):
+    rng = random.Random(page_size)
+    prompts = ["Let's think in parallel.", "Question: what is 12 * 12?", "Consider the triangle", "x"]
+    targets, params = [], []
+    for prompt in prompts:
+        p_ids = tok(prompt)["input_ids"]
+        body = "Plan: " + random_trace(rng) + " Final" + (random_trace(rng) if rng.random() < 0.5 else "")
+        target = p_ids + encode_trace(body, tok) + [tok.eos_token_id]
+        targets.append(target)
+        proc = ScriptedProcessor(target, len(p_ids), tok)
+        params.append(SamplingParams(max_new_tokens=2000, temperature=0.7, seed=1, logprobs=True, logits_processors=[proc]))
+    lm = MultiverseLM(model, tok, page_size=page_size, num_pages=4096 // page_size, check_integrity=True)
+    outs = lm.generate(prompts, params)
+    for out, target, p in zip(outs, targets, params):
+        assert p.logits_processors[0].misses == 0
+        assert out.prompt_token_ids + out.token_ids == target
+        assert out.finish_reason == "stop"
+        assert out.stats.num_forks == out.stats.num_merges >= 1
+        ref = teacher_forced_logprobs(model, tok, target)
+        n = len(out.prompt_token_ids)
+        sampled = [i for i, lp in enumerate(out.logprobs) if lp is not None]
+        forced = [i for i, lp in enumerate(out.logprobs) if lp is None]
+        assert forced and sampled
+        got = torch.tensor([out.logprobs[i] for i in sampled])
+        want = torch.stack([ref[n + i - 1, target[n + i]] for i in sampled])
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+        critical = int(position_ids(target, tok).max()) + 1 - n
+        assert out.stats.critical_path == critical
+    assert lm.pool.num_used == 0
+
+
+def test_greedy_equals_argmax_of_teacher_forced_forward(tok, model):
+    lm = MultiverseLM(model, tok, check_integrity=True)
+    outs = lm.generate(["The answer is", "Path Goal"], SamplingParams(max_new_tokens=24, temperature=0, logprobs=True))
+    for out in outs:
+        ids = out.prompt_token_ids + out.token_ids
+        ref = teacher_forced_logprobs(model, tok, ids)
+        n = len(out.prompt_token_ids)
+        for i, token in enumerate(out.token_ids):
+            if out.logprobs[i] is not None:
+                assert token == int(ref[n + i - 1].argmax())
+
+
+def test_scripted_llama_family(tok):
+    model = build_model(tok, family="llama", seed=5)
+    rng = random.Random(7)
+    p_ids = tok("Consider")["input_ids"]
+    target = p_ids + encode_trace(random_trace(rng), tok) + [tok.eos_token_id]
+    proc = ScriptedProcessor(target, len(p_ids), tok)
+    lm = MultiverseLM(model, tok, check_integrity=True)
+    out = lm.generate([p_ids], SamplingParams(temperature=0, logprobs=True, logits_processors=[proc]))[0]
+    assert out.prompt_token_ids + out.token_ids == target
+    ref = teacher_forced_logprobs(model, tok, target)
+    for i, lp in enumerate(out.logprobs):
+        if lp is not None:
+            assert abs(lp - float(ref[len(p_ids) + i - 1, target[len(p_ids) + i]])) < 1e-4
