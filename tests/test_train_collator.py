@@ -98,7 +98,7 @@ def test_packing_gives_the_same_per_sample_losses(tokenizer, samples) -> None:
     limit = sum(len(s["input_ids"]) for s in samples[:3]) + 5
     rows = pack_samples(samples, limit)
     assert len(rows) >= 2 and any(len(set(r["doc_ids"])) > 1 for r in rows)
-    spans, doc = [], 0
+    spans = []
     for r, row in enumerate(rows):
         start = 0
         for n in [row["doc_ids"].count(d) for d in sorted(set(row["doc_ids"]))]:
