@@ -123,9 +123,10 @@ def test_block_mask_flex_attention_matches_dense(tokenizer, samples) -> None:
     """The CUDA path (BlockMask + flex_attention) computes the same loss as the CPU path (dense + SDPA)."""
     feats = samples[:2]
     dense = collate(tokenizer, feats)
-    block = collate(tokenizer, feats, mask_kind="block", block_size=128, pad_to_multiple=128)
-    assert block["input_ids"].shape[1] % 128 == 0
-    assert float(block["mask_stats"][1]) >= 0 and torch.equal(block["mask_stats"][0], dense["mask_stats"][0])
+    block = collate(tokenizer, feats, mask_kind="block", block_size=32, pad_to_multiple=32)
+    assert block["input_ids"].shape[1] % 32 == 0
+    same_grid = collate(tokenizer, feats, block_size=32, pad_to_multiple=32)  # dense, same tiles
+    assert torch.equal(block["mask_stats"], same_grid["mask_stats"]) and block["mask_stats"][1] > 0
     for b in (dense, block):
         b.pop("mask_stats")
     sdpa = build_model(tokenizer, seed=2, attn_implementation="sdpa")

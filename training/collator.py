@@ -28,7 +28,8 @@ class CollatorConfig:
     mask_kind: str = "dense"  # dense | block
     block_size: int = 128  # FlexAttention block; also the tile of the skipped-blocks statistic
     parallel: bool = True  # False: the autoregressive baseline (plain causal attention per document)
-    device: str | None = None  # where BlockMask tensors live (the GPU for flex attention)
+    device: str | None = None  # where BlockMask tensors live: the GPU for flex attention (its mask_mod reads
+    # metadata tensors on that device, so the collator must then run in the main process: no loader workers)
     pad_to_multiple: int = 1  # round L up (e.g. to the block size for FlexAttention)
 
 
@@ -51,9 +52,9 @@ class MultiverseCollator:
             "input_ids": ids,
             "labels": labels,
             "position_ids": torch.stack([lay.positions for lay in lays]),
-            "attention_mask": self._mask(lays),
-            "mask_stats": self._stats(lays, features),
         }
+        batch["attention_mask"] = self._mask(lays)
+        batch["mask_stats"] = self._stats(lays, features, batch["attention_mask"])
         return batch
 
     def _pad_row(self, f: dict[str, list[int]], L: int) -> tuple[list[int], list[int], list[int]]:
@@ -76,12 +77,16 @@ class MultiverseCollator:
             return block_mask_from_layouts(lays, self.cfg.block_size, self.cfg.device)
         return torch.stack([lay.dense() for lay in lays])[:, None]  # [B, 1, L, L]
 
-    def _stats(self, lays: list[Layout], features: list[dict[str, list[int]]]) -> torch.Tensor:
+    def _stats(self, lays: list[Layout], features: list[dict[str, list[int]]], mask: Any) -> torch.Tensor:
         tokens = sum(len(f["input_ids"]) for f in features)
-        skipped = causal = 0
-        for lay in lays:
-            s, c = skipped_blocks(lay, self.cfg.block_size)
-            skipped, causal = skipped + s, causal + c
+        if isinstance(mask, torch.Tensor):
+            counts = [skipped_blocks(lay, self.cfg.block_size) for lay in lays]
+            skipped, causal = sum(c[0] for c in counts), sum(c[1] for c in counts)
+        else:  # a BlockMask already holds the per-row counts of computed key blocks
+            n = mask.kv_num_blocks.shape[-1]
+            causal = len(lays) * n * (n + 1) // 2
+            computed = int(mask.kv_num_blocks.sum()) + int(mask.full_kv_num_blocks.sum())
+            skipped = causal - computed
         return torch.tensor([tokens, skipped, causal], dtype=torch.float64)
 
 

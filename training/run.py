@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 import yaml
 
 from training.collator import CollatorConfig, MultiverseCollator
-from training.config import Config, to_dict
+from training.config import Config, ConfigError, to_dict
 from training.data import load_examples
 from training.encoding import EncodeStats, encode_all
 from training.mixing import mix
@@ -41,6 +42,16 @@ def build_rows(cfg: Config, tokenizer: Any, progress: bool = True) -> tuple[list
     return rows, stats
 
 
+def mask_device(flex: bool, cfg: Config) -> str | None:
+    """The GPU of this process when BlockMasks are used (built there by the collator), else None."""
+    if not flex or not torch.cuda.is_available():
+        return None
+    if cfg.train.dataloader_workers:
+        raise ConfigError("flex_attention block masks are built on the GPU in the main process; "
+                          "set train.dataloader_workers: 0")
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+
 def make_collator(cfg: Config, loaded: Loaded) -> MultiverseCollator:
     flex = loaded.attn_implementation == "flex_attention"
     return MultiverseCollator(
@@ -51,6 +62,7 @@ def make_collator(cfg: Config, loaded: Loaded) -> MultiverseCollator:
             block_size=cfg.train.mask_block,
             parallel=cfg.train.mode == "multiverse",
             pad_to_multiple=cfg.train.mask_block if flex else 1,
+            device=mask_device(flex, cfg),
         ),
     )
 
