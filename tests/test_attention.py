@@ -233,3 +233,46 @@ def test_fallback_blocks_are_sequential(tok) -> None:
     assert lay.positions.tolist() == list(range(len(ids)))
     assert torch.equal(lay.dense(), torch.tril(torch.ones(len(ids), len(ids), dtype=torch.bool)))
     assert lay.fallbacks and lay.fallbacks[0][1] == "unlabelled_outline"
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_layout_matches_naive_reference(tok, seed: int) -> None:
+    from naive_layout import naive_layout
+
+    from multiverse.tags import TagIds
+
+    shape = SyntheticShape(max_depth=1 + seed % 3, max_paths=1 + seed % 5, block_chance=0.7)
+    ids = encode_trace(synthetic_trace(seed, 1 + seed % 3, shape), tok)
+    pos, visible = naive_layout(ids, TagIds.from_tokenizer(tok))
+    lay = layout(ids, tok, strict=True)
+    assert lay.positions.tolist() == pos
+    assert torch.equal(lay.dense(), visible)
+
+
+def test_consume_text_equals_stepping(tok) -> None:
+    """The layout's bulk text path is the engine's per-token path."""
+    import random
+
+    from multiverse.attention import BranchState
+
+    v = StructureVocab.from_tokenizer(tok)
+    rng = random.Random(0)
+    for _ in range(50):
+        ids = [rng.choice(list(v.tags.all()) + [5, 6, 7, 19, 28]) for _ in range(60)]
+        a, b = BranchState(v), BranchState(v)
+        events_a, events_b = [], []
+        i = 0
+        while i < len(ids):
+            if ids[i] in v.tags.id_set:
+                events_a.append(a.step(ids[i]))
+                events_b.append(b.step(ids[i]))
+                i += 1
+                continue
+            j = i
+            while j < len(ids) and ids[j] not in v.tags.id_set:
+                events_a.append(a.step(ids[j]))
+                j += 1
+            b.consume_text(ids[i:j])
+            i = j
+        assert [e for e in events_a if e is not None] == [e for e in events_b if e is not None]
+        assert (a.position, a.phase, a.outlines, a.open_paths) == (b.position, b.phase, b.outlines, b.open_paths)

@@ -40,6 +40,15 @@ def teacher_forced_logprobs(model: torch.nn.Module, tok, ids: list[int]) -> torc
     return torch.log_softmax(logits.float(), dim=-1)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models are overhead-bound; one intra-op thread avoids oversubscribing the 2-core CI box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model(tok):
     return build_model(tok, hidden_size=64, num_layers=2, seed=3)

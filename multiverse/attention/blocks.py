@@ -4,8 +4,8 @@ For query q and key block K = [ks, ke), the number of keys of K that q sees is
     |K ∩ [doc_start(q), q]|  -  sum_d |K ∩ [hidden_lo(q, d), hidden_hi(q, d))|
 because the hidden ranges are disjoint and lie inside [doc_start(q), q). A (query block, key block) pair is
 "full" when every query of the block sees all |K| keys, "empty" when none sees any, "partial" otherwise
-(mask_mod decides per element). Work is chunked over queries: peak extra memory is
-O(chunk * L / block_size + (L / block_size)^2) integers, never O(L^2).
+(mask_mod decides per element). Peak extra memory is
+O(L + (runs + L / block_size) * L / block_size) integers, never O(L^2).
 """
 from __future__ import annotations
 
@@ -16,46 +16,67 @@ from torch.nn.attention.flex_attention import BlockMask
 
 from multiverse.attention.layout import Ids, Layout, layout
 
-_Q_CHUNK = 4096  # queries per chunk of the visible-count table [chunk, nK]
-
+_BIG = torch.iinfo(torch.int32).max
 
 def _overlap(lo: torch.Tensor, hi: torch.Tensor, ks: torch.Tensor, ke: torch.Tensor) -> torch.Tensor:
-    """|[lo, hi) ∩ [ks, ke)| for lo/hi [C, 1] and ks/ke [nK] -> [C, nK]."""
+    """|[lo, hi) ∩ [ks, ke)| for lo/hi [R, 1] and ks/ke [nK] (or [R, 1]) -> [R, nK]."""
     return (torch.minimum(hi, ke) - torch.maximum(lo, ks)).clamp_(min=0)
 
 
 def block_tables(lay: Layout, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(full [nQ, nK], partial [nQ, nK]) bool tables of one row."""
+    """(full [nQ, nK], partial [nQ, nK]) bool tables of one row.
+
+    Below the diagonal (key block K entirely before query block Q) a query's count depends only on its
+    metadata key (doc start, hidden ranges), which is constant along runs of tokens: one row per distinct
+    (query block, run) pair suffices. The diagonal is computed per query; above it everything is empty.
+    """
     L = lay.length
     n = (L + block_size - 1) // block_size
-    ks = torch.arange(n) * block_size
+    ks = torch.arange(n, dtype=torch.int32) * block_size
     ke = (ks + block_size).clamp(max=L)
-    size = ke - ks  # [nK]
-    lo_min = torch.full((n, n), torch.iinfo(torch.int32).max, dtype=torch.int32)
-    hi_max = torch.zeros((n, n), dtype=torch.int32)
-    chunk = max(1, _Q_CHUNK // block_size) * block_size  # whole query blocks per chunk
-    for start in range(0, L, chunk):
-        stop = min(start + chunk, L)
-        q = torch.arange(start, stop)[:, None]
-        seen = _overlap(lay.doc_start[start:stop, None], q + 1, ks, ke)  # [C, nK]
-        for d in range(lay.hidden_lo.shape[1]):
-            seen -= _overlap(lay.hidden_lo[start:stop, d, None], lay.hidden_hi[start:stop, d, None], ks, ke)
-        _reduce_rows(seen.to(torch.int32), start, block_size, lo_min, hi_max)
-    full = lo_min == size.to(torch.int32)[None, :]
+    key = torch.cat([lay.doc_start[:, None], lay.hidden_lo, lay.hidden_hi], dim=1).to(torch.int32)  # [L, 1+2D]
+    new = torch.ones(L, dtype=torch.bool)
+    new[1:] = (key[1:] != key[:-1]).any(dim=1)
+    new[::block_size] = True
+    reps = new.nonzero().squeeze(1)  # [P] first token of each (query block, run) pair
+    qblock = reps // block_size
+    counts = _counts(key[reps], ks, ke, torch.minimum(ks[qblock], ke[qblock])[:, None])  # [P, nK]
+    rows = qblock[:, None].expand_as(counts)
+    lo_min = torch.full((n, n), _BIG, dtype=torch.int32).scatter_reduce_(0, rows, counts, "amin")
+    hi_max = torch.zeros((n, n), dtype=torch.int32).scatter_reduce_(0, rows, counts, "amax")
+    diag_min, diag_max = _diagonal(key, ks, ke, block_size)
+    upper = torch.ones(n, n, dtype=torch.bool).triu()
+    lo_min.masked_fill_(upper, 0)
+    hi_max.masked_fill_(upper, 0)
+    lo_min.diagonal().copy_(diag_min)
+    hi_max.diagonal().copy_(diag_max)
+    full = lo_min == (ke - ks)[None, :]
     partial = (hi_max > 0) & ~full
     return full, partial
 
 
-def _reduce_rows(seen: torch.Tensor, start: int, bs: int, lo_min: torch.Tensor, hi_max: torch.Tensor) -> None:
-    """Fold per-query counts [C, nK] (C whole query blocks, the last maybe short) into per-block min / max."""
-    c, n = seen.shape
-    blocks = (c + bs - 1) // bs
-    first = start // bs
-    pad = blocks * bs - c
-    lo_rows = torch.cat([seen, seen.new_full((pad, n), torch.iinfo(torch.int32).max)]) if pad else seen
-    hi_rows = torch.cat([seen, seen.new_zeros(pad, n)]) if pad else seen
-    lo_min[first : first + blocks] = lo_rows.view(blocks, bs, n).amin(dim=1)
-    hi_max[first : first + blocks] = hi_rows.view(blocks, bs, n).amax(dim=1)
+def _counts(key: torch.Tensor, ks: torch.Tensor, ke: torch.Tensor, upto: torch.Tensor) -> torch.Tensor:
+    """Visible keys per key block for metadata rows key [R, 1+2D] seeing keys below `upto` [R, 1] -> [R, nK]."""
+    depth = (key.shape[1] - 1) // 2
+    seen = _overlap(key[:, :1], upto, ks, ke)
+    for d in range(depth):
+        seen -= _overlap(key[:, 1 + d : 2 + d], key[:, 1 + depth + d : 2 + depth + d], ks, ke)
+    return seen
+
+
+def _diagonal(key: torch.Tensor, ks: torch.Tensor, ke: torch.Tensor, bs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query block, min and max over its queries of the keys seen in its own block -> [nQ], [nQ]."""
+    L, n = key.shape[0], ks.numel()
+    q = torch.arange(L, dtype=torch.int32)
+    own = q // bs
+    seen = _overlap(key[:, :1], (q + 1)[:, None], ks[own][:, None], ke[own][:, None])  # [L, 1]
+    depth = (key.shape[1] - 1) // 2
+    for d in range(depth):
+        seen -= _overlap(key[:, 1 + d : 2 + d], key[:, 1 + depth + d : 2 + depth + d], ks[own][:, None], ke[own][:, None])
+    seen = seen.squeeze(1)
+    own = own.long()
+    lo = torch.full((n,), _BIG, dtype=torch.int32).scatter_reduce_(0, own, seen, "amin")
+    return lo, torch.zeros(n, dtype=torch.int32).scatter_reduce_(0, own, seen, "amax")
 
 
 def _to_indices(table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

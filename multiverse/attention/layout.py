@@ -39,13 +39,23 @@ class Layout:
         return int(self.positions.numel())
 
     def dense(self) -> torch.Tensor:
-        """Bool [L, L], True where query row q may attend key column k."""
+        """Bool [L, L], True where query row q may attend key column k.
+
+        Built run by run: tokens with equal metadata (document start, hidden ranges) share their row pattern
+        up to the causal bound, so each run blanks its hidden column ranges with one slice assignment.
+        """
         L = self.length
-        k = torch.arange(L)
-        visible = (k[None, :] <= k[:, None]) & (self.doc_ids[None, :] == self.doc_ids[:, None])
-        for d in range(self.hidden_lo.shape[1]):
-            lo, hi = self.hidden_lo[:, d, None], self.hidden_hi[:, d, None]
-            visible &= ~((k[None, :] >= lo) & (k[None, :] < hi))
+        visible = torch.ones(L, L, dtype=torch.bool).tril_()
+        key = torch.cat([self.doc_start[:, None], self.hidden_lo, self.hidden_hi], dim=1)
+        starts = torch.ones(L, dtype=torch.bool)
+        starts[1:] = (key[1:] != key[:-1]).any(dim=1)
+        bounds = starts.nonzero().squeeze(1).tolist() + [L]
+        depth = self.hidden_lo.shape[1]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            row = key[a].tolist()
+            visible[a:b, : row[0]] = False
+            for d in range(depth):
+                visible[a:b, row[1 + d] : row[1 + depth + d]] = False
         return visible
 
 
@@ -74,20 +84,36 @@ class _Scanner:
         self.vocab, self.rules, self.strict = vocab, rules, strict
         self.fallbacks: list[tuple[int, str]] = []
 
-    def run(self, ids: list[int], docs: list[int]) -> tuple[list[int], list[tuple[Range, ...]]]:
-        positions: list[int] = [0] * len(ids)
-        hidden: list[tuple[Range, ...]] = [()] * len(ids)
+    def run(self, ids: list[int], docs: list[int]) -> tuple[list[int], list[int], list[tuple[Range, ...]]]:
+        """(positions [L], per-token index into the hidden-range table, the table)."""
+        L = len(ids)
+        positions, which = [0] * L, [0] * L
+        table: dict[tuple[Range, ...], int] = {(): 0}
         stack: list[_Path | _Block] = []
-        for i, token in enumerate(ids):
-            if i == 0 or docs[i] != docs[i - 1]:
+        tags = self.vocab.tags.id_set
+        starts = {i for i in range(L) if i == 0 or docs[i] != docs[i - 1]}
+        cursor = 0
+        for i in sorted(starts.union(i for i, t in enumerate(ids) if t in tags)) + [L]:
+            if cursor < i:  # a run of text ids [cursor, i) inside one document
+                path = self._branch_for(stack, ids[cursor], cursor)
+                p = path.state.position
+                path.state.consume_text(ids[cursor:i])
+                positions[cursor:i] = range(p + 1, p + 1 + i - cursor)
+                which[cursor:i] = [table.setdefault(path.hidden, len(table))] * (i - cursor)
+            if i == L:
+                break
+            if i in starts:
                 self._end_document(stack, i)
                 stack = [_Path(BranchState(self.vocab, self.rules), (), i)]
-            path = self._branch_for(stack, token, i)
-            event = path.state.step(token)
-            positions[i], hidden[i] = path.state.position, path.hidden
-            self._handle(stack, path, event, i)
-        self._end_document(stack, len(ids))
-        return positions, hidden
+            cursor = i
+            if ids[i] in tags:
+                path = self._branch_for(stack, ids[i], i)
+                event = path.state.step(ids[i])
+                positions[i], which[i] = path.state.position, table.setdefault(path.hidden, len(table))
+                self._handle(stack, path, event, i)
+                cursor = i + 1
+        self._end_document(stack, L)
+        return positions, which, list(table)
 
     def _branch_for(self, stack: list[_Path | _Block], token: int, i: int) -> _Path:
         """The branch that consumes token i; opens the next path or merges a block whose paths are done."""
@@ -154,8 +180,8 @@ def layout(
     if len(docs) != len(ids):
         raise ValueError(f"doc_ids has {len(docs)} entries for {len(ids)} tokens")
     scanner = _Scanner(StructureVocab.from_tokenizer(tokenizer), rules or StructureRules(), strict)
-    positions, hidden = scanner.run(ids, docs)
-    lo, hi = _ranges_to_tensors(hidden)
+    positions, which, table = scanner.run(ids, docs)
+    lo, hi = _ranges_to_tensors(table, which)
     doc_tensor = torch.tensor(docs, dtype=torch.long)
     return Layout(
         positions=torch.tensor(positions, dtype=torch.long),
@@ -167,11 +193,11 @@ def layout(
     )
 
 
-def _ranges_to_tensors(hidden: list[tuple[Range, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token tuples of ranges -> lo, hi [L, D] (empty ranges padded as (0, 0))."""
-    depth = max((len(h) for h in hidden), default=0) or 1
-    flat = [[x for r in h for x in r] + [0, 0] * (depth - len(h)) for h in hidden]
-    t = torch.tensor(flat, dtype=torch.long).view(len(hidden), depth, 2)
+def _ranges_to_tensors(table: list[tuple[Range, ...]], which: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct range tuples [U] and a per-token index into them -> lo, hi [L, D] (padding ranges are (0, 0))."""
+    depth = max((len(h) for h in table), default=0) or 1
+    flat = [[x for r in h for x in r] + [0, 0] * (depth - len(h)) for h in table]
+    t = torch.tensor(flat, dtype=torch.long).view(len(table), depth, 2)[torch.tensor(which, dtype=torch.long)]
     return t[..., 0].contiguous(), t[..., 1].contiguous()
 
 

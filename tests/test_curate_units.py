@@ -1,0 +1,153 @@
+"""Unit tests of the curator's parts: sentences, steps and edges, grouping, cache, journal, config, prompts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from data_pipeline.cache import ResponseCache, cache_key
+from data_pipeline.config import ConfigError, GroupingConfig, from_dict, load_config
+from data_pipeline.grouping import Block, Sentences, blocks_of, independent_runs, plan
+from data_pipeline.llm import ReplyError, parse_json_reply
+from data_pipeline.prompts import load_prompt
+from data_pipeline.schemas import STEPS
+from data_pipeline.sentences import split_sentences
+from data_pipeline.steps import Step, edges_from_reply, steps_from_reply
+from data_pipeline.store import Journal
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab .!?\n\t$x", max_size=300))
+def test_sentence_split_is_lossless(text: str) -> None:
+    assert "".join(split_sentences(text)) == text
+
+
+def test_sentence_split_cuts_after_punctuation_and_newlines() -> None:
+    assert split_sentences("One. Two!\nThree? four") == ["One. ", "Two!\n", "Three? ", "four"]
+
+
+def _reply(*spans: tuple[int, int, list[tuple[int, int]]]) -> dict:
+    return {"steps": [{"summary": "s", "first": a, "last": b,
+                       "substeps": [{"summary": "t", "first": x, "last": y} for x, y in subs]} for a, b, subs in spans]}
+
+
+def test_steps_must_tile_every_sentence() -> None:
+    steps = steps_from_reply(_reply((1, 4, [(1, 2), (3, 4)]), (5, 9, [])), 9)
+    assert [(s.id, s.first, s.last) for s in steps] == [("S1", 0, 4), ("S2", 4, 9)]
+    assert [s.id for s in steps[0].substeps] == ["S1.1", "S1.2"]
+    with pytest.raises(ReplyError, match="unassigned"):
+        steps_from_reply(_reply((1, 4, []), (6, 9, [])), 9)
+    with pytest.raises(ReplyError, match="overlaps"):
+        steps_from_reply(_reply((1, 4, []), (4, 9, [])), 9)
+    with pytest.raises(ReplyError, match="must end at sentence 10"):
+        steps_from_reply(_reply((1, 4, []), (5, 9, [])), 10)
+    with pytest.raises(ReplyError, match="substeps of S1"):
+        steps_from_reply(_reply((1, 4, [(1, 2), (4, 4)]), (5, 9, [])), 9)
+
+
+def test_edges_are_lifted_to_siblings_and_must_point_back() -> None:
+    steps = steps_from_reply(_reply((1, 4, [(1, 2), (3, 4)]), (5, 6, []), (7, 9, [])), 9)
+    edges = edges_from_reply({"dependencies": [{"step": "S3", "needs": ["S1.2"]}, {"step": "S1.2", "needs": ["S1.1"]}]},
+                             steps)
+    assert edges == {("S1", "S3"), ("S1.1", "S1.2")}
+    with pytest.raises(ReplyError, match="does not come before"):
+        edges_from_reply({"dependencies": [{"step": "S1", "needs": ["S2"]}]}, steps)
+    with pytest.raises(ReplyError, match="unknown step id 'S7'"):
+        edges_from_reply({"dependencies": [{"step": "S7", "needs": []}]}, steps)
+
+
+def _chain(n: int) -> tuple[Step, ...]:
+    return tuple(Step(f"S{i}", "x", i - 1, i) for i in range(1, n + 1))
+
+
+def test_runs_use_the_transitive_closure_and_the_path_limit() -> None:
+    steps = _chain(5)
+    runs = independent_runs(steps, frozenset({("S1", "S3"), ("S3", "S4")}), max_paths=8)
+    assert [[s.id for s in r] for r in runs] == [["S1", "S2"], ["S3"], ["S4", "S5"]]
+    runs = independent_runs(steps, frozenset(), max_paths=2)
+    assert [[s.id for s in r] for r in runs] == [["S1", "S2"], ["S3", "S4"], ["S5"]]
+
+
+def test_plan_nests_substep_blocks_inside_paths() -> None:
+    s1 = Step("S1", "a", 0, 4, (Step("S1.1", "a1", 0, 2), Step("S1.2", "a2", 2, 4)))
+    s2 = Step("S2", "b", 4, 6)
+    s3 = Step("S3", "c", 6, 8)
+    items = plan((s1, s2, s3), frozenset({("S2", "S3")}), GroupingConfig())
+    assert isinstance(items[0], Block) and items[1] == Sentences(6, 8)
+    outer = items[0]
+    assert [m.step.id for m in outer.members] == ["S1", "S2"]
+    inner = outer.members[0].items[0]
+    assert isinstance(inner, Block) and [m.step.id for m in inner.members] == ["S1.1", "S1.2"]
+    assert [b.id for b in blocks_of(items)] == ["B1", "B2"]
+    flat = plan((s1, s2, s3), frozenset({("S2", "S3")}), GroupingConfig(nested=False))
+    assert outer.members[0].items != flat[0].members[0].items
+
+
+def test_reply_json_is_checked_against_the_schema() -> None:
+    assert parse_json_reply('```json\n{"steps": [{"summary": "a", "first": 1, "last": 2}]}\n```', STEPS)
+    with pytest.raises(ReplyError, match="not valid JSON"):
+        parse_json_reply('{"steps": [', STEPS)
+    with pytest.raises(ReplyError, match="steps/0"):
+        parse_json_reply('{"steps": [{"summary": "a", "first": 0, "last": 2}]}', STEPS)
+
+
+def test_cache_is_keyed_by_everything_that_changes_a_reply(tmp_path) -> None:
+    msgs = [{"role": "user", "content": "hi"}]
+    k = cache_key("m", msgs, {"temperature": 0.0}, 1)
+    assert k != cache_key("m2", msgs, {"temperature": 0.0}, 1)
+    assert k != cache_key("m", msgs, {"temperature": 0.5}, 1)
+    assert k != cache_key("m", msgs, {"temperature": 0.0}, 2)
+    assert k != cache_key("m", [{"role": "user", "content": "hi!"}], {"temperature": 0.0}, 1)
+    cache = ResponseCache(tmp_path)
+    assert cache.get(k) is None
+    cache.put(k, "reply")
+    assert ResponseCache(tmp_path).get(k) == "reply"
+    (tmp_path / k[:2] / f"{k}.json").write_text('{"key": "', encoding="utf-8")  # torn file: a miss
+    assert cache.get(k) is None
+
+
+def test_journal_drops_a_torn_tail_and_keeps_the_first_final_entry(tmp_path) -> None:
+    j = Journal(tmp_path)
+    j.append({"id": "a", "index": 0, "status": "ok"})
+    j.append({"id": "b", "index": 1, "status": "failed", "retryable": True})
+    j.close()
+    with open(tmp_path / "journal.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"id": "c", "ind')
+    j = Journal(tmp_path)
+    assert j.done("a") and not j.done("b") and "c" not in j.entries
+    j.append({"id": "a", "index": 0, "status": "failed"})
+    j.append({"id": "b", "index": 1, "status": "ok"})
+    j.close()
+    assert j.entries["a"]["status"] == "ok" and j.entries["b"]["status"] == "ok"
+    lines = (tmp_path / "journal.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines)
+
+
+def test_config_errors_name_the_key_and_the_file(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("run:\n  concurency: 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"c\.yaml\.run: unknown key\(s\) concurency"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="checks.max_distance"):
+        from_dict({"checks": {"max_distance": 2}})
+    cfg = load_config(None, ["run.concurrency=3", "checks.sibling_openers=[Also]"])
+    assert cfg.run.concurrency == 3 and cfg.checks.sibling_openers == ("Also",)
+    monkeypatch.delenv("OPENAI_MODEL", raising=False)
+    with pytest.raises(ConfigError, match="OPENAI_MODEL"):
+        from_dict({}).llm.resolved()
+    monkeypatch.setenv("OPENAI_MODEL", "m")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    resolved = from_dict({}).llm.resolved()
+    assert (resolved.model, resolved.base_url) == ("m", "http://127.0.0.1:9/v1")
+
+
+def test_user_prompts_are_loaded_and_checked(tmp_path) -> None:
+    (tmp_path / "steps.yaml").write_text("system: s\nuser: 'see {{sentencez}}'\nretry: 'r {{reason}}'\n")
+    prompt = load_prompt("steps", tmp_path)
+    with pytest.raises(ConfigError, match=r"\{\{sentencez\}\}"):
+        prompt.messages(question="q", sentences="x", count="1")
+    builtin = load_prompt("steps")
+    assert "[1] a" in builtin.messages(question="q", sentences="[1] a", count="1")[1]["content"]
+    assert len(builtin.version) == 12
