@@ -81,8 +81,13 @@ class KVPool:
         free = set(self._free)
         assert len(free) == len(self._free), "a page is on the free list twice"
         held = Counter(page for pages in holders for page in pages)
-        for page in range(self.num_pages):
-            count = self.refcount[page]
-            assert count >= 0, f"page {page} has negative refcount {count}"
-            assert (count == 0) == (page in free), f"page {page}: refcount {count} but free={page in free}"
-            assert count == held.get(page, 0), f"page {page}: refcount {count} but {held.get(page, 0)} holders"
+        referenced = {page: count for page, count in enumerate(self.refcount) if count}
+        assert all(count > 0 for count in referenced.values()), "a page has a negative refcount"
+        assert free.isdisjoint(referenced), "a referenced page is on the free list"
+        assert len(free) + len(referenced) == self.num_pages, "a page is neither free nor referenced (leak)"
+        assert referenced == dict(held), f"refcounts differ from holders: {_diff(referenced, held)}"
+
+
+def _diff(referenced: dict[int, int], held: Counter) -> dict[int, tuple[int, int]]:
+    pages = set(referenced) | set(held)
+    return {p: (referenced.get(p, 0), held.get(p, 0)) for p in sorted(pages) if referenced.get(p, 0) != held.get(p, 0)}

@@ -11,7 +11,7 @@ import torch
 from engine.branch import Branch, Status
 from engine.params import SamplingParams
 from engine.result import BranchInfo, RequestOutput, Stats
-from multiverse.attention.scanner import BranchState, StructureRules
+from multiverse.attention.scanner import BranchState, PathEnd, StructureRules
 from multiverse.tags import StructureVocab
 
 
@@ -93,6 +93,7 @@ class Request:
             num_forks=self.num_forks,
             num_merges=self.num_merges,
             fallbacks=list(self.fallbacks),
+            num_preemptions=self.num_preemptions,
         )
         tree = [self._info(b, decode) for b in self.branches()]
         return RequestOutput(
@@ -114,13 +115,17 @@ class Request:
 
 
 def close_open_paths(root: Branch, path_close: int, reason: str) -> None:
-    """Finish a tree early: every unfinished path gets a closing </Path> (forced, no KV needed: nothing follows).
+    """Finish a tree early: every unfinished path is closed with forced </Path> tokens (no KV needed: nothing
+    follows), as many as its scanner needs to report PathEnd (sequential paths opened inside it close first).
 
     The final merged ids stay well formed, so the core's layout of them matches what the engine computed.
     """
     for branch in root.walk():
         if branch.status in (Status.RUNNING, Status.WAITING) and branch.parent is not None:
-            branch.tokens.append(path_close)
-            branch.logprobs.append(None)
+            for _ in range(len(branch.tokens) + 1):  # bounded: each </Path> closes one open <Path>
+                branch.tokens.append(path_close)
+                branch.logprobs.append(None)
+                if isinstance(branch.state.step(path_close), PathEnd):
+                    break
             branch.finish_reason = reason
         branch.status = Status.DONE

@@ -24,6 +24,7 @@ class Stats:
     num_forks: int
     num_merges: int
     fallbacks: list[str] = field(default_factory=list)  # SPEC §6 reasons, one per block that ran sequentially
+    num_preemptions: int = 0  # times the request was evicted for memory and restarted (same seed, same output)
 
 
 @dataclass(frozen=True)

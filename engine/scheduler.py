@@ -96,6 +96,8 @@ class Scheduler:
                 if b.pages:
                     held = set(b.pages)
                     assert all(s // size in held for s in b.slots), f"branch {b.label!r} reads a page it does not hold"
+        written = [s for r in self.running for b in r.branches() if b.pages for s in b.slots[b.num_shared :]]
+        assert len(written) == len(set(written)), "two tokens were given the same KV slot"
         assert all(r.root is None or not any(b.pages for b in r.branches()) for r in self.waiting)
         if not self.running:
             assert self.pool.num_used == 0, f"{self.pool.num_used} pages leaked with no request running"
@@ -158,8 +160,7 @@ class Scheduler:
         branch.num_generated += 1
         is_eos = token in self.eos_ids and not request.params.ignore_eos
         if is_eos and branch.parent is not None:
-            branch.finish_reason = "eos"  # EOS inside a path closes it: a forced </Path> takes the EOS's place
-            self._consume(request, branch, self.vocab.tags.path_close, None)
+            self._close_path(request, branch, "eos")  # EOS inside a path closes it: forced </Path> replaces it
         else:
             self._consume(request, branch, token, logprob)
             if request.phase is not Phase.RUNNING:
@@ -170,10 +171,17 @@ class Scheduler:
                 request.stop_string = stop if stop not in (None, "id") else None
                 self._finish(request, "stop")
             elif stop and branch.status is Status.RUNNING:
-                branch.finish_reason = "stop"
-                self._consume(request, branch, self.vocab.tags.path_close, None)
+                self._close_path(request, branch, "stop")
         if request.phase is Phase.RUNNING and (reason := request.over_budget()):
             self._finish(request, reason)
+
+    def _close_path(self, request: Request, branch: Branch, reason: str) -> None:
+        """Force </Path> until the branch's scanner ends it (inner sequential paths it opened close first)."""
+        branch.finish_reason = reason
+        for _ in range(len(branch.tokens) + 1):
+            if branch.status is not Status.RUNNING or request.phase is not Phase.RUNNING:
+                return
+            self._consume(request, branch, self.vocab.tags.path_close, None)
 
     def _consume(self, request: Request, branch: Branch, token: int, logprob: float | None) -> None:
         """Step the branch's scanner on one token (sampled or forced), give it a slot, act on the event."""
