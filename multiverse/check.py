@@ -14,6 +14,11 @@ from multiverse.structure.tree import Text
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", help="trace files (reference XML-like or canonical text)")
     parser.add_argument("--width", type=int, default=60, help="characters of text shown per node")
+    parser.add_argument(
+        "--tokenizer",
+        help="also count tokens, critical path and degree of parallelism with this tokenizer "
+        "(a local path or hub name; 'tiny' = the built-in test tokenizer)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -24,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
             with open(name, encoding="utf-8") as f:
                 doc = parse(f.read())
         except StructureError as err:
-            console.print(f"[red]{name}: {err}[/red]")
+            console.print(f"[red]{name}: {err}[/red]", soft_wrap=True)
             bad += 1
             continue
         except OSError as err:
@@ -34,8 +39,36 @@ def run(args: argparse.Namespace) -> int:
         console.print(render(doc, name, args.width))
         blocks = list(doc.blocks())
         depth = max((b.depth() for b in blocks if b in _top(doc)), default=0)
-        console.print(f"{name}: ok, {len(blocks)} blocks, nesting depth {depth}")
+        line = f"{name}: ok, {len(blocks)} blocks, nesting depth {depth}"
+        if args.tokenizer:
+            tokens, critical = token_counts(doc, _tokenizer(args.tokenizer))
+            line += f", {tokens} tokens, critical path {critical}, degree of parallelism {tokens / critical:.3f}"
+        console.print(line, soft_wrap=True)
     return 1 if bad else 0
+
+
+def token_counts(doc: Document, tokenizer: object) -> tuple[int, int]:
+    """(tokens, critical path = largest position + 1) of a parsed trace in canonical form."""
+    from multiverse.attention import position_ids
+    from multiverse.encode import encode_trace
+    from multiverse.structure import serialise
+
+    ids = encode_trace(serialise(doc), tokenizer, canonical=False)
+    return len(ids), int(position_ids(ids, tokenizer).max()) + 1 if ids else 0
+
+
+def _tokenizer(name: str) -> object:
+    if name == "tiny":
+        from multiverse.tiny import build_tokenizer
+
+        return build_tokenizer()
+    from transformers import AutoTokenizer
+
+    from multiverse.tokens import add_structure_tokens
+
+    tok = AutoTokenizer.from_pretrained(name)
+    add_structure_tokens(None, tok)
+    return tok
 
 
 def _top(doc: Document) -> list[Block]:

@@ -1,0 +1,28 @@
+"""`multiverse check` as a user runs it: a real subprocess on real files."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "multiverse_examples", "5.xml")
+
+
+def _check(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "multiverse.cli", "check", *args], capture_output=True, text=True)
+
+
+def test_check_prints_tree_and_parallelism() -> None:
+    out = _check(EXAMPLE, "--tokenizer", "tiny")
+    assert out.returncode == 0, out.stderr
+    assert "Path 1.1" in out.stdout and "Conclusion" in out.stdout
+    dop = float(out.stdout.strip().split("degree of parallelism")[-1])
+    assert 1.0 < dop < 3.0
+
+
+def test_check_reports_rule_and_location(tmp_path) -> None:
+    bad = tmp_path / "bad.txt"
+    bad.write_text("intro\n<Parallel><Goal><Outline>1: a</Outline></Goal>\n<Path>1: b\n<Conclusion>c</Conclusion>")
+    out = _check(str(bad))
+    assert out.returncode == 1
+    assert "line 4, column 1" in out.stdout and "unclosed <Path> opened at line 3" in out.stdout
