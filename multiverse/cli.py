@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -23,12 +24,22 @@ def _load(name: str):  # noqa: ANN202 - a module
     return importlib.import_module(SUBCOMMANDS[name][0])
 
 
+def _available(name: str) -> bool:
+    """A subcommand whose module is not part of this installation is not offered."""
+    try:
+        return importlib.util.find_spec(SUBCOMMANDS[name][0]) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="multiverse", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     for name, (_, help_text) in SUBCOMMANDS.items():
+        if not _available(name):
+            continue
         p = sub.add_parser(name, help=help_text, description=help_text)
         if name == wanted:
             _load(name).add_arguments(p)
