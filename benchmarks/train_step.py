@@ -28,7 +28,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 TRACE = Path("/work/shared/data/multiverse_examples/13.xml")
-REPEATS = 2
+REPEATS = 3
 
 
 def _status(field: str) -> int:

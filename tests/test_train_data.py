@@ -10,7 +10,7 @@ from multiverse.encode import encode_trace
 from multiverse.tiny import build_tokenizer
 from training.config import ConfigError, DataConfig, load_config
 from training.data import Example, load_examples, wrap_think
-from training.encoding import IGNORE, EncodeStats, encode_example, fit
+from training.encoding import IGNORE, EncodeStats, encode_all, encode_example, fit
 from training.mixing import STAGES, curriculum, mix
 from training.tiny_assets import synthetic_rows, write_jsonl
 
@@ -158,3 +158,12 @@ def test_reference_traces_encode(tokenizer, tmp_path: Path) -> None:
         s = fit(encode_example(ex, tokenizer, cfg), cfg, stats)
         assert s is not None and len(s["input_ids"]) == 2048  # long traces are cut to block_size
     assert stats.truncated == 3
+
+
+def test_malformed_trace_errors_or_is_skipped(tokenizer) -> None:
+    good = _example()
+    bad = Example("q", "<Think><Parallel><Goal><Outline>1: a</Outline></Goal></Think>", "", "multiverse", "f.jsonl#7")
+    with pytest.raises(ConfigError, match=r"f.jsonl#7: malformed Multiverse trace"):
+        encode_all([good, bad], tokenizer, DataConfig(), progress=False)
+    samples, stats = encode_all([good, bad], tokenizer, DataConfig(on_bad_row="skip"), progress=False)
+    assert len(samples) == 1 and stats.skipped_bad == 1

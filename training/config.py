@@ -59,6 +59,7 @@ class DataConfig:
     block_size: int = 32768  # every sample (or packed row) is at most this many tokens
     truncation: str = "cut"  # cut: keep the first block_size tokens | drop: skip longer samples
     packing: bool = False  # concatenate samples into rows of up to block_size tokens
+    on_bad_row: str = "error"  # error: stop at a malformed Multiverse trace (naming the row) | skip: count and go on
     seed: int = 42
 
 
@@ -98,6 +99,7 @@ class Config:
     def validate(self) -> "Config":
         _choice("data.mixing", self.data.mixing, ("curriculum", "shuffled", "multiverse_only"))
         _choice("data.truncation", self.data.truncation, ("cut", "drop"))
+        _choice("data.on_bad_row", self.data.on_bad_row, ("error", "skip"))
         _choice("train.mode", self.train.mode, ("multiverse", "autoregressive"))
         if not self.model.name_or_path:
             raise ConfigError("model.name_or_path is required (a local directory or a hub name)")

@@ -30,6 +30,7 @@ class EncodeStats:
     truncated: int = 0
     dropped_too_long: int = 0
     dropped_no_target: int = 0
+    skipped_bad: int = 0
     tokens: int = 0
     target_tokens: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
@@ -91,7 +92,13 @@ def encode_all(
     out = []
     items = list(examples)
     for ex in tqdm(items, desc="tokenising", disable=not progress, unit="row"):
-        sample = fit(encode_example(ex, tokenizer, cfg), cfg, stats)
+        try:
+            sample = fit(encode_example(ex, tokenizer, cfg), cfg, stats)
+        except ConfigError:
+            if cfg.on_bad_row == "error":
+                raise
+            stats.skipped_bad += 1
+            continue
         if sample is None:
             continue
         out.append(sample)
