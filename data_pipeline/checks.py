@@ -85,7 +85,8 @@ def check_sample(parallel: str, original: str, block_ids: list[str], cfg: Checks
 
 def _agreement(blocks: list[Block], block_ids: list[str], cfg: ChecksConfig) -> list[Failure]:
     failures: list[Failure] = []
-    openers = re.compile(r"^(?:" + "|".join(re.escape(w) for w in cfg.sibling_openers) + r")\b")
+    words = "|".join(re.escape(w) for w in cfg.sibling_openers)
+    openers = re.compile(rf"^(?:{words})\b" if words else r"(?!)")  # (?!) never matches
     for k, block in enumerate(blocks):
         bid = block_ids[k] if k < len(block_ids) else None
         if len(block.goal.outlines) != len(block.paths):
@@ -96,7 +97,7 @@ def _agreement(blocks: list[Block], block_ids: list[str], cfg: ChecksConfig) -> 
                 failures.append(Failure("agreement", f"outline {outline.label} is empty", bid))
             if not own and not any(isinstance(c, Block) for c in path.children):
                 failures.append(Failure("agreement", f"path {path.label} is empty", bid))
-            if (m := openers.match(own)) is not None:
+            if (m := openers.match(own)) is not None and m.group(0):
                 failures.append(Failure("agreement", f"path {path.label} opens with {m.group(0)!r}, which refers to "
                                                    "a sibling path; rewrite its first sentence", bid))
             if (m := _PATH_NAME.search(own)) is not None:

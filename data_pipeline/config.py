@@ -114,7 +114,8 @@ class CurateConfig:
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     prompts_dir: str | None = None  # a folder with steps.yaml, dependencies.yaml, rewrite.yaml; None: built-ins
-    tokenizer: str = "tiny"  # the target model's tokenizer for statistics (hub name or path); "tiny": built-in
+    tokenizer: str | None = "tiny"  # target tokenizer for the report's statistics (hub name or path);
+    # "tiny": the built-in test tokenizer; None: no structure statistics in the report
 
     @property
     def out_dir(self) -> Path:

@@ -22,7 +22,6 @@ from data_pipeline.curator import Curator, Sample
 from data_pipeline.inputs import load_rows, to_samples
 from data_pipeline.llm import LLM
 from data_pipeline.prompts import load_prompts
-from data_pipeline.stats import load_tokenizer, stats_of
 from data_pipeline.store import Journal, ordered, write_outputs
 
 
@@ -51,9 +50,7 @@ async def run_async(cfg: CurateConfig, console: Console | None = None) -> RunRes
     curated, failed = write_outputs(cfg.out_dir, entries)
     if cfg.output.save_dataset:
         _save_dataset(curated, cfg)
-    structure, _ = stats_of([(r["id"], r["deepseek_thinking_trajectory_parallel"]) for r in curated],
-                            load_tokenizer(cfg.tokenizer))
-    report = reports.build(ordered(entries), len(samples), llm.stats.as_dict(), structure,
+    report = reports.build(ordered(entries), len(samples), llm.stats.as_dict(), _structure(curated, cfg),
                            cfg.checks.max_distance, cfg.out_dir)
     return RunResult(cfg.out_dir, curated, failed, report)
 
@@ -80,6 +77,15 @@ async def _work(curator: Curator, todo: list[Sample], journal: Journal, cfg: Cur
         await asyncio.gather(*(worker() for _ in range(min(cfg.run.concurrency, len(todo)))))
     finally:
         bar.close()
+
+
+def _structure(curated: list[dict[str, Any]], cfg: CurateConfig) -> dict[str, Any]:
+    if cfg.tokenizer is None:
+        return {"traces": 0, "skipped": "no tokenizer configured"}
+    from data_pipeline.stats import load_tokenizer, stats_of  # torch: only now, after the LLM work
+
+    traces = [(r["id"], r["deepseek_thinking_trajectory_parallel"]) for r in curated]
+    return stats_of(traces, load_tokenizer(cfg.tokenizer))[0]
 
 
 def _save_dataset(curated: list[dict[str, Any]], cfg: CurateConfig) -> None:

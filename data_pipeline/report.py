@@ -105,7 +105,7 @@ def show(report: dict[str, Any], console: Console) -> None:
 
 def show_structure(s: dict[str, Any], console: Console) -> None:
     if not s.get("traces"):
-        console.print("structure: no parsable traces")
+        console.print(f"structure: {s.get('skipped', 'no parsable traces')}")
         return
     t = Table("statistic", "value", title=f"structure of {s['traces']} traces")
     p = s["parallelism"]

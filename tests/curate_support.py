@@ -30,7 +30,8 @@ def make_input(path: Path, rows: int = 10, sentences: int = 50) -> list[dict[str
     return out
 
 
-def config_dict(source: Path, out: Path, base_url: str, **sections: dict[str, Any]) -> dict[str, Any]:
+def config_dict(source: Path, out: Path, base_url: str, **sections: Any) -> dict[str, Any]:
+    """A run's config; keyword arguments update sections (a dict) or set top-level keys (anything else)."""
     cfg: dict[str, Any] = {
         "input": {"source": str(source)},
         "output": {"dir": str(out)},
@@ -38,7 +39,10 @@ def config_dict(source: Path, out: Path, base_url: str, **sections: dict[str, An
         "run": {"concurrency": 4, "backoff_initial": 0.01, "backoff_max": 0.05, "progress": False},
     }
     for name, values in sections.items():
-        cfg.setdefault(name, {}).update(values)
+        if isinstance(values, dict):
+            cfg.setdefault(name, {}).update(values)
+        else:
+            cfg[name] = values
     return cfg
 
 

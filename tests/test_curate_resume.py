@@ -46,10 +46,11 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path) -> None:
     make_input(tmp_path / "in.jsonl", rows=ROWS)
     rng = random.Random(1234)
     with ScriptedServer(ServerConfig(latency=0.05, max_seconds=240)) as server:
-        reference = curate(config_dict(tmp_path / "in.jsonl", tmp_path / "ref", server.base_url))
+        reference = curate(config_dict(tmp_path / "in.jsonl", tmp_path / "ref", server.base_url, tokenizer=None))
         killed_dir = tmp_path / "killed"
         config = tmp_path / "killed.yaml"
-        config.write_text(yaml.safe_dump(config_dict(tmp_path / "in.jsonl", killed_dir, server.base_url)))
+        config.write_text(yaml.safe_dump(config_dict(tmp_path / "in.jsonl", killed_dir, server.base_url,
+                                                    tokenizer=None)))
         kills = 0
         for _ in range(3):
             before = _journal_lines(killed_dir)
