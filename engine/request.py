@@ -78,9 +78,10 @@ class Request:
         n = len(self.prompt_ids)
         gen_ids, gen_lps = ids[n:], lps[n:]
         text = decode(gen_ids)
-        if self.stop_string is not None and not self.params.include_stop_str_in_output:
+        if self.stop_string is not None:  # the text ends at the stop string (kept or not); later chars dropped
             cut = text.rfind(self.stop_string)
-            text = text[:cut] if cut >= 0 else text
+            keep = len(self.stop_string) if self.params.include_stop_str_in_output else 0
+            text = text[: cut + keep] if cut >= 0 else text
         wall = (self.end_time or time.perf_counter()) - self.start_time
         critical = self.critical_path
         stats = Stats(
