@@ -26,9 +26,11 @@ class StepMeta:
     v: torch.Tensor
     write_slots: torch.Tensor  # [T] slot of each new token
     key_slots: torch.Tensor  # [B, Kmax] each row's block table, padded with slot 0
-    q_index: torch.Tensor  # [B, Qmax] index into the T new tokens (padding repeats a real one)
-    mask: torch.Tensor  # [B, 1, Qmax, Kmax] True = may attend (table entries up to the query itself)
-    out_index: torch.Tensor  # [T] row-major index of each real query in [B * Qmax]
+    q_index: torch.Tensor | None  # [B, Qmax] index into the T new tokens (padding repeats a real one)
+    mask: torch.Tensor | None  # [B, 1, Qmax, Kmax] True = may attend (table entries up to the query itself)
+    out_index: torch.Tensor | None  # [T] row-major index of each real query in [B * Qmax]
+    # Decode fast path: every row has exactly one new token (T == B), so q_index/out_index are None;
+    # mask is None too when every row reads its whole (unpadded) table.
 
 
 def paged_attention(
@@ -51,6 +53,10 @@ def paged_attention(
     keys = k_cache[meta.key_slots].transpose(1, 2)  # [B, Hkv, Kmax, D]
     values = v_cache[meta.key_slots].transpose(1, 2)
     heads, dim = query.shape[1], query.shape[3]
+    if meta.q_index is None:  # decode: row b's only query is new token b
+        q = query[0].transpose(0, 1).unsqueeze(2)  # [B, H, 1, D]
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=meta.mask, scale=scaling, enable_gqa=True)
+        return out.reshape(1, -1, heads, dim), None
     q = query[0][:, meta.q_index].transpose(0, 1)  # [B, H, Qmax, D]
     out = F.scaled_dot_product_attention(q, keys, values, attn_mask=meta.mask, scale=scaling, enable_gqa=True)
     out = out.transpose(1, 2).reshape(-1, heads, dim)[meta.out_index]  # [T, H, D]

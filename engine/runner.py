@@ -48,25 +48,28 @@ class ModelRunner:
 
     def _meta(self, rows: Sequence[Branch], write: list[int]) -> StepMeta:
         dev = self.device
-        q_len = torch.tensor([len(b.pending_ids) for b in rows], device=dev)
-        k_len = torch.tensor([len(b.slots) for b in rows], device=dev)
-        q_max, k_max = int(q_len.max()), int(k_len.max())
+        q_lens = [len(b.pending_ids) for b in rows]
+        k_lens = [len(b.slots) for b in rows]
+        k_max = max(k_lens)
         table = torch.zeros(len(rows), k_max, dtype=torch.long)
         for r, branch in enumerate(rows):
-            table[r, : len(branch.slots)] = torch.tensor(branch.slots, dtype=torch.long)
+            table[r, : k_lens[r]] = torch.tensor(branch.slots, dtype=torch.long)
+        pool_kv = dict(k=self.pool.k, v=self.pool.v, key_slots=table.to(dev))
+        write_slots = torch.tensor(write, dtype=torch.long, device=dev)
+        if max(q_lens) == 1:  # decode: one query per row, it sees its whole table
+            mask = None
+            if min(k_lens) != k_max:
+                mask = (torch.arange(k_max)[None, :] < torch.tensor(k_lens)[:, None])[:, None, None].to(dev)
+            return StepMeta(write_slots=write_slots, q_index=None, mask=mask, out_index=None, **pool_kv)
+        q_len = torch.tensor(q_lens, device=dev)
+        k_len = torch.tensor(k_lens, device=dev)
+        q_max = max(q_lens)
         starts = torch.cumsum(q_len, 0) - q_len  # [B] first new token of each row
         i = torch.arange(q_max, device=dev)
-        q_index = starts[:, None] + torch.minimum(i[None, :], q_len[:, None] - 1)  # [B, Qmax]
-        limit = (k_len - q_len)[:, None] + 1 + torch.minimum(i[None, :], q_len[:, None] - 1)  # keys visible per query
+        last = torch.minimum(i[None, :], q_len[:, None] - 1)  # [B, Qmax] padding repeats the last query
+        q_index = starts[:, None] + last
+        limit = (k_len - q_len)[:, None] + 1 + last  # keys visible to each query: its table up to itself
         mask = torch.arange(k_max, device=dev)[None, None, :] < limit[:, :, None]  # [B, Qmax, Kmax]
         real = (i[None, :] < q_len[:, None]).reshape(-1)
         out_index = torch.arange(len(rows) * q_max, device=dev)[real]
-        return StepMeta(
-            k=self.pool.k,
-            v=self.pool.v,
-            write_slots=torch.tensor(write, dtype=torch.long, device=dev),
-            key_slots=table.to(dev),
-            q_index=q_index,
-            mask=mask[:, None],
-            out_index=out_index,
-        )
+        return StepMeta(write_slots=write_slots, q_index=q_index, mask=mask[:, None], out_index=out_index, **pool_kv)
