@@ -57,6 +57,7 @@ class _State:
     sentences: list[str]
     rejections: list[dict[str, str]] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
+    distance: float | None = None  # of the latest assembled trace (failed samples report it too)
 
 
 class Curator:
@@ -72,7 +73,8 @@ class Curator:
         except StageFailed as err:
             state.rejections.append({"stage": err.stage, "reason": err.reason})
             return {"id": sample.id, "index": sample.index, "status": "failed", "stage": err.stage,
-                    "retryable": err.retryable, "reasons": state.rejections, "attempts": state.attempts}
+                    "retryable": err.retryable, "reasons": state.rejections, "attempts": state.attempts,
+                    "distance": state.distance}
         return {"id": sample.id, "index": sample.index, "status": "ok", "record": record,
                 "distance": result.distance, "reasons": state.rejections, "attempts": state.attempts}
 
@@ -91,6 +93,7 @@ class Curator:
         while True:
             await self._rewrite(state, [b for b in blocks if b.id in todo], chats, texts, rewrites)
             parallel, result = self._assemble(state, items, blocks, texts, rewrites)
+            state.distance = result.distance
             if result.ok:
                 return self._record(state, parallel, result, steps, blocks), result
             todo = self._route(state, result, chats, blocks, rewrites)

@@ -97,8 +97,8 @@ def show(report: dict[str, Any], console: Console) -> None:
             t.add_row(str(n), why)
         console.print(t)
     d = report["distance"]
-    console.print(f"content distance: mean {d['mean']}, max {d['max']} (threshold {d['threshold']}); "
-                  f"histogram: {d['histogram']}")
+    console.print(f"content distance (last assembled trace of every sample that got that far): mean {d['mean']}, "
+                  f"max {d['max']} (threshold {d['threshold']}); histogram: {d['histogram']}")
     console.print(f"calls: {json.dumps(report['calls'])}")
     show_structure(report["structure"], console)
 

@@ -98,6 +98,7 @@ class ScriptedServer:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # many clients connect at once (the default backlog of 5 refuses some)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients that hang up (injected timeouts) are expected here

@@ -7,9 +7,10 @@ from typing import Any
 
 from data_pipeline.sentences import split_sentences
 
-SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "s1k11_sample.jsonl"
-if not SAMPLE.exists():
-    SAMPLE = Path("/work/shared/data/s1k11_sample.jsonl")
+_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = _DATA if _DATA.exists() else Path("/work/shared/data")
+SAMPLE = DATA / "s1k11_sample.jsonl"
+EXAMPLES = DATA / "multiverse_examples"
 
 
 def make_input(path: Path, rows: int = 10, sentences: int = 50) -> list[dict[str, Any]]:

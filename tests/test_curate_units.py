@@ -151,3 +151,17 @@ def test_user_prompts_are_loaded_and_checked(tmp_path) -> None:
     builtin = load_prompt("steps")
     assert "[1] a" in builtin.messages(question="q", sentences="[1] a", count="1")[1]["content"]
     assert len(builtin.version) == 12
+
+
+def test_stats_cli_on_reference_traces(capsys) -> None:
+    """`multiverse curate --stats` reads the reference's own XML traces and reports their parallelism."""
+    from multiverse.cli import main
+
+    from curate_support import EXAMPLES
+
+    files = [str(EXAMPLES / f"{k}.xml") for k in (2, 4, 5)]
+    assert main(["curate", "--stats", *files]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["traces"] == 3 and summary["unparsable"] == 0
+    assert 1.0 < summary["parallelism"]["min"] <= summary["parallelism"]["mean"] < 2.5
+    assert summary["blocks_per_trace"]["min"] >= 1 and 0 < summary["fraction_in_paths"] < 1
