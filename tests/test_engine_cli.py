@@ -1,0 +1,39 @@
+"""`multiverse generate` end to end: a tiny model follows a trace, the live view draws, the JSON is complete."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from multiverse.cli import main
+
+TRACE = (
+    "Let's think.<Parallel><Goal>Two checks.<Outline>1: the sum</Outline><Outline>2: the product</Outline></Goal>"
+    "<Path>1: 3 + 4 = 7</Path><Path>2: 3 * 4 = 12</Path><Conclusion>So 12.</Conclusion></Parallel> Done."
+)
+
+
+def test_generate_with_live_view_and_json(tmp_path, capsys):
+    script = tmp_path / "trace.txt"
+    script.write_text(TRACE)
+    assert main(["generate", "--tiny", "--script", str(script), "--json", "Consider"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert result["finish_reason"] == "stop"
+    assert result["stats"]["num_forks"] == 1 and result["stats"]["num_merges"] == 1
+    assert [b["label"] for b in result["tree"]] == ["", "1", "2"]
+    assert result["text"].startswith("Let's think.<Parallel>") and "<Path>2: 3 * 4 = 12</Path>" in result["text"]
+    assert "path 2" in captured.err and "degree of parallelism" in captured.err
+
+
+def test_generate_plain_and_sequential(capsys):
+    assert main(["generate", "--tiny", "--no-live", "--sequential", "--max-new-tokens", "6", "--chat", "hi"]) == 0
+    out = capsys.readouterr().out
+    assert "finish reason" in out and "length" in out
+
+
+def test_missing_model_path_is_named(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["generate", "--model", "/nonexistent/model", "hi"])
+    assert exc.value.code == 2
+    assert "/nonexistent/model" in capsys.readouterr().err
