@@ -68,8 +68,14 @@ def make_collator(cfg: Config, loaded: Loaded) -> MultiverseCollator:
 
 
 def prepare(cfg: Config, progress: bool = True) -> Prepared:
+    from accelerate import PartialState
+
+    # NOTE: the process group must exist before from_pretrained, so that under FSDP with
+    # cpu_ram_efficient_loading only rank 0 materialises the weights (the others load on the meta device).
+    state = PartialState()
     loaded = load(cfg.model)
-    rows, stats = build_rows(cfg, loaded.tokenizer, progress)
+    with state.main_process_first():  # rank 0 downloads / caches the data set first
+        rows, stats = build_rows(cfg, loaded.tokenizer, progress and state.is_main_process)
     return Prepared(loaded, rows, stats, make_collator(cfg, loaded))
 
 
