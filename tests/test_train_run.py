@@ -164,3 +164,20 @@ def test_slurm_script_launches_the_2x8_config() -> None:
     assert "#SBATCH --nodes=2" in script and "#SBATCH --gpus-per-node=8" in script
     assert "accelerate/fsdp_2x8.yaml" in script and "qwen2.5-32b_2x8.yaml" in script
     assert subprocess.run(["bash", "-n", str(REPO / "training" / "slurm" / "train_2x8.sbatch")]).returncode == 0
+
+
+def test_pad_token_choice() -> None:
+    from multiverse.tiny import build_tokenizer
+    from training.config import ConfigError
+    from training.model_setup import set_pad_token
+
+    tok = build_tokenizer()
+    tok.pad_token = None
+    set_pad_token(tok, None)
+    assert tok.pad_token == tok.eos_token  # no reserved pad token in this vocabulary
+    tok.pad_token = None
+    tok.add_tokens(["<|fim_pad|>"], special_tokens=True)
+    set_pad_token(tok, None)
+    assert tok.pad_token == "<|fim_pad|>"
+    with pytest.raises(ConfigError, match="not a token"):
+        set_pad_token(tok, "<|no_such_pad|>")
