@@ -70,7 +70,9 @@ class Curator:
         try:
             _check_input(sample)
             record, result = await self._run(state)
-        except StageFailed as err:
+        except Exception as err:  # noqa: BLE001 - a bug must not sink the run; the sample is retried next run
+            if not isinstance(err, StageFailed):
+                err = StageFailed("internal", f"internal error: {type(err).__name__}: {err}", retryable=True)
             state.rejections.append({"stage": err.stage, "reason": err.reason})
             return {"id": sample.id, "index": sample.index, "status": "failed", "stage": err.stage,
                     "retryable": err.retryable, "reasons": state.rejections, "attempts": state.attempts,
@@ -120,7 +122,9 @@ class Curator:
     def _count(self, state: _State, chat: _Conversation) -> None:
         stage = chat.name.split(":")[0]
         if chat.attempts >= self.cfg.run.max_attempts:
-            raise StageFailed(stage, f"{chat.name}: no valid result after {chat.attempts} attempts")
+            last = state.rejections[-1]["reason"] if state.rejections else "none recorded"
+            raise StageFailed(stage, f"{chat.name}: no valid result after {chat.attempts} attempts "
+                                     f"(last reason: {last})")
         chat.attempts += 1
         state.attempts[stage] = max(state.attempts.get(stage, 0), chat.attempts)
 

@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-STAGES = ("input", "steps", "dependencies", "rewrite", "checks")
+STAGES = ("input", "steps", "dependencies", "rewrite", "checks", "internal")
 HISTOGRAM = "distance_histogram.png"
 
 
@@ -35,14 +35,21 @@ def stage_counts(entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 def reason_kind(reason: str) -> str:
     """A reason with its numbers and quoted parts blanked, so like reasons count together."""
-    text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", reason)
+    text = re.sub(r"(?<![A-Za-z])'[^']*'(?![A-Za-z])|\"[^\"]*\"", "'…'", reason)
     return re.sub(r"\d+(?:\.\d+)?", "N", text)[:160]
 
 
 def failure_reasons(entries: list[dict[str, Any]]) -> dict[str, Any]:
     rejected = Counter(reason_kind(r["reason"]) for e in entries for r in e.get("reasons", []))
-    final = Counter(reason_kind(e["reasons"][-1]["reason"]) for e in entries if e["status"] != "ok")
+    final = Counter(f"{e['stage']}: {reason_kind(_cause(e))}" for e in entries if e["status"] != "ok")
     return {"failed_samples": dict(final.most_common()), "all_rejections": dict(rejected.most_common(20))}
+
+
+def _cause(entry: dict[str, Any]) -> str:
+    """Why a sample failed: the last rejection behind an exhausted stage, else the final reason itself."""
+    final = entry["reasons"][-1]["reason"] if entry.get("reasons") else "no reason recorded"
+    marker = " (last reason: "
+    return final.split(marker, 1)[1][:-1] if marker in final else final
 
 
 def histogram(distances: list[float], threshold: float, path: Path) -> None:
@@ -88,6 +95,8 @@ def show(report: dict[str, Any], console: Console) -> None:
                   f"({report['failed']} failed, {report['missing']} missing)")
     table = Table("stage", "passed", "failed", "regenerated", title="samples per stage")
     for stage, c in report["stages"].items():
+        if stage == "internal" and not c["failed"]:
+            continue
         table.add_row(stage, str(c["passed"]), str(c["failed"]), str(c["regenerated"]))
     console.print(table)
     reasons = report["reasons"]["failed_samples"]
