@@ -95,11 +95,6 @@ def run_hf(model, prompt: list[int], gens: list[list[int]]) -> float:
     return elapsed
 
 
-def best(fn, repeats: int) -> tuple[float, object]:
-    runs = [fn() for _ in range(repeats)]
-    return min(runs, key=lambda r: r[0] if isinstance(r, tuple) else r)
-
-
 def bench_batch(batch: int, args: argparse.Namespace, model, tok) -> dict:
     vocab = StructureVocab.from_tokenizer(tok)
     rng = random.Random(batch)
@@ -112,12 +107,20 @@ def bench_batch(batch: int, args: argparse.Namespace, model, tok) -> dict:
     seq = MultiverseLM(model, tok, num_pages=4096, page_size=16, max_running=64, parallel=False)
     on, off = StructureRules(), StructureRules(parallel=False)
     run_engine(par, tok, prompt, full[:1], on)  # warm-up
-    t_par, outs = best(lambda: run_engine(par, tok, prompt, full, on), args.repeats)
-    t_seq, _ = best(lambda: run_engine(seq, tok, prompt, full, off), args.repeats)
-    t_twin, _ = best(lambda: run_engine(seq, tok, prompt, twin, off), args.repeats)
-    run_hf(model, prompt, full[:1])  # warm-up
-    t_hf = best(lambda: run_hf(model, prompt, full), args.repeats)
-    t_hf_twin = best(lambda: run_hf(model, prompt, twin), args.repeats)
+    run_hf(model, prompt, full[:1])
+    contenders = {
+        "engine": lambda: run_engine(par, tok, prompt, full, on)[0],
+        "sequential": lambda: run_engine(seq, tok, prompt, full, off)[0],
+        "twin": lambda: run_engine(seq, tok, prompt, twin, off)[0],
+        "hf": lambda: run_hf(model, prompt, full),
+        "hf_twin": lambda: run_hf(model, prompt, twin),
+    }
+    times = {name: float("inf") for name in contenders}
+    for _ in range(args.repeats):  # round robin, best of N: background load hits every contender alike
+        for name, fn in contenders.items():
+            times[name] = min(times[name], fn())
+    t_par, t_seq, t_twin, t_hf, t_hf_twin = (times[k] for k in ("engine", "sequential", "twin", "hf", "hf_twin"))
+    outs = run_engine(par, tok, prompt, full, on)[1]
     stats = outs[0].stats
     generated = sum(o.stats.generated_tokens for o in outs)
     return {
@@ -149,7 +152,7 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (tiny models: 1 is fastest)")
-    parser.add_argument("--repeats", type=int, default=2, help="best of N timed runs per contender")
+    parser.add_argument("--repeats", type=int, default=3, help="best of N timed runs per contender")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tok = build_tokenizer()

@@ -25,12 +25,13 @@ class StepMeta:
     k: torch.Tensor  # [layers, slots, Hkv, D] pool storage
     v: torch.Tensor
     write_slots: torch.Tensor  # [T] slot of each new token
-    key_slots: torch.Tensor  # [B, Kmax] each row's block table, padded with slot 0
+    key_slots: torch.Tensor | None  # [B, Kmax] each row's block table, padded with slot 0
     q_index: torch.Tensor | None  # [B, Qmax] index into the T new tokens (padding repeats a real one)
     mask: torch.Tensor | None  # [B, 1, Qmax, Kmax] True = may attend (table entries up to the query itself)
     out_index: torch.Tensor | None  # [T] row-major index of each real query in [B * Qmax]
     # Decode fast path: every row has exactly one new token (T == B), so q_index/out_index are None;
     # mask is None too when every row reads its whole (unpadded) table.
+    key_range: tuple[int, int] | None = None  # one row whose table is slots [lo, hi): read a slice, no gather
 
 
 def paged_attention(
@@ -50,6 +51,12 @@ def paged_attention(
     k_cache, v_cache = meta.k[layer], meta.v[layer]  # [slots, Hkv, D]
     k_cache[meta.write_slots] = key[0].transpose(0, 1)
     v_cache[meta.write_slots] = value[0].transpose(0, 1)
+    if meta.key_range is not None:  # one row, its table is a slice: queries stay [1, H, T, D]
+        lo, hi = meta.key_range
+        keys = k_cache[lo:hi].transpose(0, 1).unsqueeze(0)  # [1, Hkv, K, D], a view
+        values = v_cache[lo:hi].transpose(0, 1).unsqueeze(0)
+        out = F.scaled_dot_product_attention(query, keys, values, attn_mask=meta.mask, scale=scaling, enable_gqa=True)
+        return out.transpose(1, 2), None
     keys = k_cache[meta.key_slots].transpose(1, 2)  # [B, Hkv, Kmax, D]
     values = v_cache[meta.key_slots].transpose(1, 2)
     heads, dim = query.shape[1], query.shape[3]

@@ -33,6 +33,7 @@ class Branch:
     visible: list[int] = field(default_factory=list)  # token ids aligned with slots
     pages: list[int] = field(default_factory=list)
     tail_free: int = 0
+    contiguous: bool = True  # slots form one increasing run (the seam then reads a slice, no gather)
     num_shared: int = 0  # leading slots/visible inherited from the parent at fork
     num_shared_pages: int = 0
     tokens: list[int] = field(default_factory=list)  # this branch's own tokens, forced and sampled, in order
@@ -55,6 +56,8 @@ class Branch:
             self.tail_free = pool.page_size
         slot = self.pages[-1] * pool.page_size + (pool.page_size - self.tail_free)
         self.tail_free -= 1
+        if self.slots and slot != self.slots[-1] + 1:
+            self.contiguous = False
         self.slots.append(slot)
         self.visible.append(token)
         self.pending_ids.append(token)
@@ -75,6 +78,7 @@ class Branch:
             pages=list(self.pages),
             num_shared=len(self.slots),
             num_shared_pages=len(self.pages),
+            contiguous=self.contiguous,
         )
 
     def absorb(self, pool: KVPool, children: list["Branch"]) -> None:
@@ -86,6 +90,7 @@ class Branch:
             pool.decref(child.pages[: child.num_shared_pages])
             child.pages = []
         self.tail_free = children[-1].tail_free  # the last child's last page is now this branch's tail
+        self.contiguous = False
 
     def release(self, pool: KVPool) -> None:
         """Drop every page reference this branch holds (finish, abort, preemption)."""

@@ -48,6 +48,13 @@ class ModelRunner:
 
     def _meta(self, rows: Sequence[Branch], write: list[int]) -> StepMeta:
         dev = self.device
+        write_slots = torch.tensor(write, dtype=torch.long, device=dev)
+        if len(rows) == 1 and rows[0].contiguous:  # one sequence in one run of slots: causal over a slice
+            lo, hi = rows[0].slots[0], rows[0].slots[-1] + 1
+            causal = None if len(write) == 1 else self._causal(len(write), hi - lo)
+            return StepMeta(
+                self.pool.k, self.pool.v, write_slots, key_slots=None, q_index=None, mask=causal, out_index=None, key_range=(lo, hi)
+            )
         q_lens = [len(b.pending_ids) for b in rows]
         k_lens = [len(b.slots) for b in rows]
         k_max = max(k_lens)
@@ -55,7 +62,6 @@ class ModelRunner:
         for r, branch in enumerate(rows):
             table[r, : k_lens[r]] = torch.tensor(branch.slots, dtype=torch.long)
         pool_kv = dict(k=self.pool.k, v=self.pool.v, key_slots=table.to(dev))
-        write_slots = torch.tensor(write, dtype=torch.long, device=dev)
         if max(q_lens) == 1:  # decode: one query per row, it sees its whole table
             mask = None
             if min(k_lens) != k_max:
@@ -73,3 +79,8 @@ class ModelRunner:
         real = (i[None, :] < q_len[:, None]).reshape(-1)
         out_index = torch.arange(len(rows) * q_max, device=dev)[real]
         return StepMeta(write_slots=write_slots, q_index=q_index, mask=mask[:, None], out_index=out_index, **pool_kv)
+
+    def _causal(self, q: int, k: int) -> torch.Tensor:
+        """[1, 1, q, k]: the last q keys are the queries themselves; each sees everything up to itself."""
+        i = torch.arange(q, device=self.device)[:, None]
+        return (torch.arange(k, device=self.device)[None, :] <= (k - q + i))[None, None]

@@ -86,9 +86,10 @@ def test_scripted_structures_match_one_teacher_forced_forward(tok, model, page_s
     assert lm.pool.num_used == 0
 
 
-def test_greedy_equals_argmax_of_teacher_forced_forward(tok, model):
+@pytest.mark.parametrize("prompts", [["The answer is", "Path Goal"], ["Question: what is 12 * 12? Answer:"]])
+def test_greedy_equals_argmax_of_teacher_forced_forward(tok, model, prompts):
     lm = MultiverseLM(model, tok, check_integrity=True)
-    outs = lm.generate(["The answer is", "Path Goal"], SamplingParams(max_new_tokens=24, temperature=0, logprobs=True))
+    outs = lm.generate(prompts, SamplingParams(max_new_tokens=24, temperature=0, logprobs=True))
     for out in outs:
         ids = out.prompt_token_ids + out.token_ids
         ref = teacher_forced_logprobs(model, tok, ids)
@@ -96,12 +97,14 @@ def test_greedy_equals_argmax_of_teacher_forced_forward(tok, model):
         for i, token in enumerate(out.token_ids):
             if out.logprobs[i] is not None:
                 assert token == int(ref[n + i - 1].argmax())
+                assert abs(out.logprobs[i] - float(ref[n + i - 1, token])) < 1e-4
 
 
 def test_scripted_llama_family(tok):
     model = build_model(tok, family="llama", seed=5)
     rng = random.Random(7)
-    p_ids = tok("Consider")["input_ids"]
+    p_ids = tok("Consider the triangle with sides 3, 4 and 5")["input_ids"]  # alone: the single-sequence path
+    assert len(p_ids) > 3
     target = p_ids + encode_trace(random_trace(rng), tok) + [tok.eos_token_id]
     proc = ScriptedProcessor(target, len(p_ids), tok)
     lm = MultiverseLM(model, tok, check_integrity=True)
