@@ -49,15 +49,23 @@ class _Conversation:
     messages: list[dict[str, str]]
     attempts: int = 0
     last_reply: str = ""
+    rejections: list[str] = field(default_factory=list)
 
 
 @dataclass
 class _State:
     sample: Sample
     sentences: list[str]
-    rejections: list[dict[str, str]] = field(default_factory=list)
+    chats: list[_Conversation] = field(default_factory=list)  # in creation order: steps, dependencies, blocks
+    check_rejections: list[dict[str, str]] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
     distance: float | None = None  # of the latest assembled trace (failed samples report it too)
+
+    def rejections(self) -> list[dict[str, str]]:
+        """Every rejection, grouped by conversation in a fixed order (never in the order concurrent calls
+        finished), then the failed checks: the same list on every run with the same replies."""
+        out = [{"stage": c.name, "reason": r} for c in self.chats for r in c.rejections]
+        return out + self.check_rejections
 
 
 class Curator:
@@ -73,18 +81,18 @@ class Curator:
         except Exception as err:  # noqa: BLE001 - a bug must not sink the run; the sample is retried next run
             if not isinstance(err, StageFailed):
                 err = StageFailed("internal", f"internal error: {type(err).__name__}: {err}", retryable=True)
-            state.rejections.append({"stage": err.stage, "reason": err.reason})
+            reasons = state.rejections() + [{"stage": err.stage, "reason": err.reason}]
             return {"id": sample.id, "index": sample.index, "status": "failed", "stage": err.stage,
-                    "retryable": err.retryable, "reasons": state.rejections, "attempts": state.attempts,
+                    "retryable": err.retryable, "reasons": reasons, "attempts": state.attempts,
                     "distance": state.distance}
         return {"id": sample.id, "index": sample.index, "status": "ok", "record": record,
-                "distance": result.distance, "reasons": state.rejections, "attempts": state.attempts}
+                "distance": result.distance, "reasons": state.rejections(), "attempts": state.attempts}
 
     async def _run(self, state: _State) -> tuple[dict[str, Any], CheckResult]:
-        steps_chat = self._chat("steps", question=state.sample.question, count=str(len(state.sentences)),
+        steps_chat = self._chat(state, "steps", question=state.sample.question, count=str(len(state.sentences)),
                                 sentences=numbered(state.sentences))
         steps = await self._ask(state, steps_chat, lambda obj: steps_from_reply(obj, len(state.sentences)))
-        deps_chat = self._chat("dependencies", question=state.sample.question, steps=outline_text(steps))
+        deps_chat = self._chat(state, "dependencies", question=state.sample.question, steps=outline_text(steps))
         edges = await self._ask(state, deps_chat, lambda obj: edges_from_reply(obj, steps))
         items = plan(steps, edges, self.cfg.grouping)
         blocks = blocks_of(items)
@@ -101,8 +109,10 @@ class Curator:
             todo = self._route(state, result, chats, blocks, rewrites)
 
     # ------------------------------------------------------------------ LLM stages
-    def _chat(self, stage: str, **values: str) -> _Conversation:
-        return _Conversation(stage, self.prompts[stage].messages(**values))
+    def _chat(self, state: _State, name: str, **values: str) -> _Conversation:
+        chat = _Conversation(name, self.prompts[name.split(":")[0]].messages(**values))
+        state.chats.append(chat)
+        return chat
 
     async def _ask(self, state: _State, chat: _Conversation, accept: Any) -> Any:
         """Ask until `accept(json)` returns without ReplyError, at most max_attempts times in all."""
@@ -115,33 +125,30 @@ class Curator:
                 return accept(obj)
             except ReplyError as err:
                 chat.last_reply = err.reply or chat.last_reply
-                self._reject(state, chat, err.reason)
+                self._reject(chat, err.reason)
             except EndpointError as err:
                 raise StageFailed(stage, f"endpoint failure: {err}", retryable=True) from err
 
     def _count(self, state: _State, chat: _Conversation) -> None:
         stage = chat.name.split(":")[0]
         if chat.attempts >= self.cfg.run.max_attempts:
-            last = state.rejections[-1]["reason"] if state.rejections else "none recorded"
+            last = chat.rejections[-1] if chat.rejections else "none recorded"
             raise StageFailed(stage, f"{chat.name}: no valid result after {chat.attempts} attempts "
                                      f"(last reason: {last})")
         chat.attempts += 1
         state.attempts[stage] = max(state.attempts.get(stage, 0), chat.attempts)
 
-    def _reject(self, state: _State, chat: _Conversation, reason: str, record: bool = True) -> None:
+    def _reject(self, chat: _Conversation, reason: str) -> None:
         """Record the reason and append it to the conversation, so the next attempt sees it."""
         stage = chat.name.split(":")[0]
-        if record:
-            state.rejections.append({"stage": chat.name, "reason": reason})
+        chat.rejections.append(reason)
         chat.messages = chat.messages + self.prompts[stage].retry_turns(chat.last_reply, reason)
 
     def _rewrite_chat(self, state: _State, block: Block) -> _Conversation:
         first = block.members[0].step.first
         context = "".join(state.sentences[max(0, first - 3):first]).strip() or "(the block opens the trace)"
-        chat = self._chat("rewrite", question=state.sample.question, context=context,
+        return self._chat(state, f"rewrite:{block.id}", question=state.sample.question, context=context,
                           count=str(len(block.members)), paths=_paths_text(block, state.sentences))
-        chat.name = f"rewrite:{block.id}"
-        return chat
 
     async def _rewrite(self, state: _State, blocks: list[Block], chats: dict[str, _Conversation],
                        texts: dict[str, BlockText], rewrites: dict[str, dict[int, str]]) -> None:
@@ -149,12 +156,12 @@ class Curator:
             texts[block.id], rewrites[block.id] = await self._ask(
                 state, chats[block.id], lambda obj: _accept_rewrite(obj, block))
 
-        try:
-            async with asyncio.TaskGroup() as group:  # one block failing for good cancels its siblings
-                for b in blocks:
-                    group.create_task(one(b))
-        except BaseExceptionGroup as eg:
-            raise eg.exceptions[0] from None
+        # Every block runs to its end (no cancelling on a sibling's failure), and the failure reported is
+        # the first in block order: which blocks fail must not depend on timing.
+        outcomes = await asyncio.gather(*(one(b) for b in blocks), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     # ------------------------------------------------------------------ assembly and checks
     def _assemble(self, state: _State, items: tuple[Item, ...], blocks: list[Block],
@@ -187,11 +194,11 @@ class Curator:
             raise StageFailed("checks", "; ".join(f.reason for f in result.failures))
         reasons: dict[str, list[str]] = {}
         for f in result.failures:
-            state.rejections.append({"stage": f"checks:{f.kind}", "reason": f.reason})
+            state.check_rejections.append({"stage": f"checks:{f.kind}", "reason": f.reason})
             for bid, why in self._blame(f, result.answer or "", state, blocks, rewrites):
                 reasons.setdefault(bid, []).append(why)
         for bid, why in reasons.items():
-            self._reject(state, chats[bid], "; ".join(why), record=False)
+            self._reject(chats[bid], "; ".join(why))
         return list(reasons)
 
     def _blame(self, f: Failure, answer: str, state: _State, blocks: list[Block],
@@ -222,7 +229,7 @@ class Curator:
             "sampling": self.llm.cfg.sampling(),
             "prompts": {stage: p.version for stage, p in sorted(self.prompts.items())},
             "attempts": {k: state.attempts.get(k, 0) for k in ("steps", "dependencies", "rewrite")},
-            "rejections": len(state.rejections),
+            "rejections": len(state.rejections()),
             "sentences": len(state.sentences),
             "steps": len(steps),
             "substeps": sum(len(s.substeps) for s in steps),

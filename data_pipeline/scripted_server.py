@@ -9,6 +9,7 @@ the paths' sentences dropped). It is bounded: it stops itself after `max_request
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import random
@@ -38,6 +39,8 @@ class ServerConfig:
     max_requests: int = 100_000
     max_seconds: float = 600.0
     step_size: int = 0  # sentences per main step; 0: about a twelfth of the trace (at least 2)
+    fault_key: str = "random"  # random: drawn per request; content: a hash of the messages decides (the same
+    # request always gets the same fault, so runs are reproducible; use it with reply-level faults only)
 
 
 class ScriptedServer:
@@ -82,16 +85,20 @@ class ScriptedServer:
         self.stop()
         self._thread.join(timeout=10)
 
-    def admit(self) -> str | None:
+    def admit(self, body: dict[str, Any]) -> str | None:
         """Count a request and draw its fault ("" for none); None when over the request limit."""
         with self._lock:
             self.requests += 1
             if self.requests > self.cfg.max_requests:
                 self.stop()
                 return None
+            rng = self._rng
+            if self.cfg.fault_key == "content":
+                digest = hashlib.sha256(json.dumps([self.cfg.seed, body.get("messages")]).encode()).digest()
+                rng = random.Random(digest)
             fault = ""
-            if self._rng.random() < self.cfg.fault_rate:
-                fault = self._rng.choice(self.cfg.faults)
+            if rng.random() < self.cfg.fault_rate:
+                fault = rng.choice(self.cfg.faults)
                 self.faults[fault] = self.faults.get(fault, 0) + 1
             return fault
 
@@ -113,7 +120,7 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802 - the http.server name
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-            fault = server.admit()
+            fault = server.admit(body)
             time.sleep(server.cfg.latency)
             if fault is None:
                 return self._send(503, {"error": {"message": "scripted server: request limit reached"}})
