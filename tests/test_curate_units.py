@@ -165,3 +165,24 @@ def test_stats_cli_on_reference_traces(capsys) -> None:
     assert summary["traces"] == 3 and summary["unparsable"] == 0
     assert 1.0 < summary["parallelism"]["min"] <= summary["parallelism"]["mean"] < 2.5
     assert summary["blocks_per_trace"]["min"] >= 1 and 0 < summary["fraction_in_paths"] < 1
+
+
+def test_inputs_from_parquet_carry_every_field_and_check_names(tmp_path) -> None:
+    import datasets
+
+    from data_pipeline.config import InputConfig
+    from data_pipeline.inputs import load_rows, to_samples
+
+    rows = [{"question": "q1", "deepseek_thinking_trajectory": "t1", "solution": "s1"},
+            {"question": "q2", "deepseek_thinking_trajectory": "t2", "solution": "s2"}]
+    datasets.Dataset.from_list(rows).to_parquet(str(tmp_path / "in.parquet"))
+    cfg = InputConfig(source=str(tmp_path / "in.parquet"))
+    samples = to_samples(load_rows(cfg), cfg)
+    assert [(s.id, s.question, s.trace, s.row["solution"]) for s in samples] == [
+        ("row-0", "q1", "t1", "s1"), ("row-1", "q2", "t2", "s2")]
+    with pytest.raises(ConfigError, match="no field 'trace'"):
+        to_samples(rows, InputConfig(trace_field="trace"))
+    with pytest.raises(ConfigError, match="share the id 'a'"):
+        to_samples([dict(rows[0], id="a"), dict(rows[1], id="a")], cfg)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_rows(InputConfig(source=str(tmp_path / "missing.jsonl")))
