@@ -41,6 +41,7 @@ class Branch:
     forks: list[tuple[int, list["Branch"]]] = field(default_factory=list)  # (len(tokens) at fork, children)
     pending_ids: list[int] = field(default_factory=list)
     pending_pos: list[int] = field(default_factory=list)
+    prefill_mask: torch.Tensor | None = None  # [L, L] for a prompt holding forked blocks (core layout), else causal
     status: Status = Status.RUNNING
     finish_reason: str | None = None
     end_position: int = -1  # position of its </Path> (children)

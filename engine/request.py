@@ -36,6 +36,7 @@ class Request:
     num_forks: int = 0
     num_merges: int = 0
     max_position: int = -1
+    prompt_position: int = -1  # position of the last prompt token (len - 1 unless the prompt holds blocks)
     fallbacks: list[str] = field(default_factory=list)
     num_preemptions: int = 0
     start_time: float = field(default_factory=time.perf_counter)
@@ -62,7 +63,7 @@ class Request:
 
     @property
     def critical_path(self) -> int:
-        return max(0, self.max_position + 1 - len(self.prompt_ids))
+        return max(0, self.max_position - self.prompt_position)
 
     def over_budget(self) -> str | None:
         if self.num_generated >= self.params.max_new_tokens:

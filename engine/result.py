@@ -17,7 +17,7 @@ class BranchInfo:
 class Stats:
     generated_tokens: int  # sampled by any branch
     forced_tokens: int  # placed by the engine (fork prefixes, <Conclusion>, closing </Path>)
-    critical_path: int  # largest position reached + 1 - prompt length (number of positions decoded)
+    critical_path: int  # largest position reached - position of the last prompt token (positions decoded)
     degree_of_parallelism: float  # generated_tokens / critical_path
     wall_time_s: float
     tokens_per_s: float

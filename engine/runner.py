@@ -52,6 +52,8 @@ class ModelRunner:
         if len(rows) == 1 and rows[0].contiguous:  # one sequence in one run of slots: causal over a slice
             lo, hi = rows[0].slots[0], rows[0].slots[-1] + 1
             causal = None if len(write) == 1 else self._causal(len(write), hi - lo)
+            if rows[0].prefill_mask is not None:
+                causal = rows[0].prefill_mask.to(dev)[None, None]
             return StepMeta(
                 self.pool.k, self.pool.v, write_slots, key_slots=None, q_index=None, mask=causal, out_index=None, key_range=(lo, hi)
             )
@@ -76,6 +78,10 @@ class ModelRunner:
         q_index = starts[:, None] + last
         limit = (k_len - q_len)[:, None] + 1 + last  # keys visible to each query: its table up to itself
         mask = torch.arange(k_max, device=dev)[None, None, :] < limit[:, :, None]  # [B, Qmax, Kmax]
+        for r, branch in enumerate(rows):
+            if branch.prefill_mask is not None:  # a structured prompt: its whole table is new this step
+                n = k_lens[r]
+                mask[r, :n, :n] = branch.prefill_mask.to(dev)
         real = (i[None, :] < q_len[:, None]).reshape(-1)
         out_index = torch.arange(len(rows) * q_max, device=dev)[real]
         return StepMeta(write_slots=write_slots, q_index=q_index, mask=mask[:, None], out_index=out_index, **pool_kv)

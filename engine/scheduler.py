@@ -21,6 +21,7 @@ from engine.request import Phase, Request, close_open_paths
 from engine.runner import ModelRunner
 from engine.sampling import sample
 from engine.stops import StopChecker
+from multiverse.attention import layout
 from multiverse.attention.scanner import Fallback, Fork, PathEnd
 from multiverse.encode import fork_prefix_ids
 from multiverse.tags import StructureVocab
@@ -75,6 +76,7 @@ class Scheduler:
             for _, branch in rows:
                 branch.pending_ids.clear()
                 branch.pending_pos.clear()
+                branch.prefill_mask = None
             tokens, logprobs = sample(logits, [b for _, b in samplers], [r.params for r, _ in samplers])
             for (request, branch), token, logprob in zip(samplers, tokens, logprobs):
                 if request.phase is Phase.RUNNING:
@@ -127,8 +129,16 @@ class Scheduler:
             self._emit(Restarted(request.request_id))
         root = request.start(self.vocab)
         for token in request.prompt_ids:
-            root.state.step(token)  # the prompt only sets the scanner's phase; it never forks
+            root.state.step(token)  # the prompt sets the scanner's phase; the engine never forks inside it
             root.push(self.pool, token, None)
+        lay = layout(request.prompt_ids, self.vocab, rules=request.rules)
+        if bool((lay.hidden_hi > lay.hidden_lo).any()) or lay.fallbacks:
+            # The prompt holds complete forked blocks (e.g. an earlier answer): prefill it with the core's
+            # positions and mask, exactly as training lays it out; what follows sees the whole prompt.
+            root.pending_pos = lay.positions.tolist()
+            root.state.position = root.pending_pos[-1]
+            root.prefill_mask = lay.dense()
+        request.prompt_position = root.state.position
         request.max_position = root.state.position
         self.running.append(request)
 

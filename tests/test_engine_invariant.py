@@ -114,3 +114,24 @@ def test_scripted_llama_family(tok):
     for i, lp in enumerate(out.logprobs):
         if lp is not None:
             assert abs(lp - float(ref[len(p_ids) + i - 1, target[len(p_ids) + i]])) < 1e-4
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_prompt_holding_forked_blocks_is_prefilled_with_the_core_layout(tok, model, batch):
+    """A multi-turn prompt with an earlier Multiverse answer: prefill uses the training mask and positions."""
+    rng = random.Random(11)
+    history = "Earlier: " + random_trace(rng) + " ok. Now:"
+    p_ids = encode_trace(history, tok)
+    target = p_ids + encode_trace(random_trace(rng), tok) + [tok.eos_token_id]
+    proc = ScriptedProcessor(target, len(p_ids), tok)
+    lm = MultiverseLM(model, tok, check_integrity=True)
+    extra = ["x y z", "The answer is"][: batch - 1]
+    outs = lm.generate([p_ids] + extra, [SamplingParams(temperature=0, logprobs=True, logits_processors=[proc])] + [SamplingParams(max_new_tokens=4)] * len(extra))
+    out = outs[0]
+    assert out.prompt_token_ids + out.token_ids == target and out.stats.num_forks >= 1
+    ref = teacher_forced_logprobs(model, tok, target)
+    n = len(p_ids)
+    for i, lp in enumerate(out.logprobs):
+        if lp is not None:
+            assert abs(lp - float(ref[n + i - 1, target[n + i]])) < 1e-4
+    assert out.stats.critical_path == int(position_ids(target, tok).max()) - int(position_ids(p_ids, tok)[-1])
