@@ -49,14 +49,17 @@ def paged_attention(
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     layer = module.layer_idx
     k_cache, v_cache = meta.k[layer], meta.v[layer]  # [slots, Hkv, D]
-    k_cache[meta.write_slots] = key[0].transpose(0, 1)
-    v_cache[meta.write_slots] = value[0].transpose(0, 1)
     if meta.key_range is not None:  # one row, its table is a slice: queries stay [1, H, T, D]
         lo, hi = meta.key_range
+        t = key.shape[2]  # the new tokens are the last t slots of the slice
+        k_cache[hi - t : hi] = key[0].transpose(0, 1)
+        v_cache[hi - t : hi] = value[0].transpose(0, 1)
         keys = k_cache[lo:hi].transpose(0, 1).unsqueeze(0)  # [1, Hkv, K, D], a view
         values = v_cache[lo:hi].transpose(0, 1).unsqueeze(0)
         out = F.scaled_dot_product_attention(query, keys, values, attn_mask=meta.mask, scale=scaling, enable_gqa=True)
         return out.transpose(1, 2), None
+    k_cache.index_copy_(0, meta.write_slots, key[0].transpose(0, 1))
+    v_cache.index_copy_(0, meta.write_slots, value[0].transpose(0, 1))
     keys = k_cache[meta.key_slots].transpose(1, 2)  # [B, Hkv, Kmax, D]
     values = v_cache[meta.key_slots].transpose(1, 2)
     heads, dim = query.shape[1], query.shape[3]

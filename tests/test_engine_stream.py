@@ -1,0 +1,58 @@
+"""`.stream()` events tell the whole story of the branches; the server's stable prefix never has to retract."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.api import MultiverseLM
+from engine.events import BranchClosed, BranchOpened, Finished, Merged, Tokens
+from engine.params import SamplingParams
+from engine.script import ScriptedProcessor
+from engine.server import stable_ids
+from multiverse.encode import encode_trace
+from multiverse.tiny import build_model
+
+TRACE = (
+    "<Parallel><Goal>plan<Outline>1: a</Outline><Outline>2: b</Outline></Goal><Path>1: the sum"
+    "<Parallel><Goal><Outline>1.1: x</Outline><Outline>1.2: y</Outline></Goal><Path>1.1: so 12</Path>"
+    "<Path>1.2: then 7</Path><Conclusion>ok</Conclusion></Parallel></Path><Path>2: check x</Path>"
+    "<Conclusion>so 12</Conclusion></Parallel> done"
+)
+
+
+@pytest.fixture(scope="module")
+def model(tok):
+    return build_model(tok, seed=2)
+
+
+def test_stream_events_rebuild_every_branch(tok, model):
+    p_ids = tok("Consider")["input_ids"]
+    target = p_ids + encode_trace(TRACE, tok) + [tok.eos_token_id]
+    lm = MultiverseLM(model, tok, check_integrity=True)
+    params = SamplingParams(temperature=0, logits_processors=[ScriptedProcessor(target, len(p_ids), tok)])
+    text: dict[str, str] = {}
+    opened, closed, merged, finished = [], [], [], []
+    for event in lm.stream([p_ids, "x"], [params, SamplingParams(max_new_tokens=5, seed=0)]):
+        if event.request_id != 0:
+            continue
+        if isinstance(event, Tokens):
+            text[event.label] = text.get(event.label, "") + event.text
+        elif isinstance(event, BranchOpened):
+            opened.append((event.parent, event.label))
+        elif isinstance(event, BranchClosed):
+            closed.append(event.label)
+        elif isinstance(event, Merged):
+            merged.append((event.label, event.children))
+        elif isinstance(event, Finished):
+            finished.append(event.output)
+        for request in lm.scheduler.running:  # the streamed stable prefix only ever grows along the final ids
+            if request.request_id == 0:
+                assert target[: len(stable_ids(request.root))] == stable_ids(request.root)
+    assert opened == [("", "1"), ("", "2"), ("1", "1.1"), ("1", "1.2")]
+    assert sorted(closed) == ["1", "1.1", "1.2", "2"]
+    assert merged == [("1", ("1.1", "1.2")), ("", ("1", "2"))]
+    (out,) = finished
+    tree = {b.label: b.text for b in out.tree}
+    assert {label: text[label] for label in ("1", "2", "1.1", "1.2")} == {k: tree[k] for k in ("1", "2", "1.1", "1.2")}
+    assert out.prompt_token_ids + out.token_ids == target
+    assert lm.pool.num_used == 0
