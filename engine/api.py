@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from engine.config import EngineConfig
-from engine.events import Event, Finished
+from engine.events import Event
 from engine.kv_pool import KVPool
 from engine.params import SamplingParams
 from engine.request import Phase, Request
@@ -61,10 +61,8 @@ class MultiverseLM:
     ) -> list[RequestOutput]:
         """One RequestOutput per prompt, in prompt order."""
         requests = self._submit(prompts, sampling_params)
-        mine = {r.request_id for r in requests}
         while any(r.phase is not Phase.FINISHED for r in requests):
             self.scheduler.step()
-        del mine
         return [r.output for r in requests]
 
     def stream(
@@ -162,4 +160,4 @@ def _make_pool(model: Any, config: EngineConfig, device: torch.device) -> KVPool
     return KVPool(mc.num_hidden_layers, kv_heads, head_dim, config.num_pages, config.page_size, dtype, device)
 
 
-__all__ = ["MultiverseLM", "SamplingParams", "RequestOutput", "EngineConfig", "Finished"]
+__all__ = ["EngineConfig", "MultiverseLM", "RequestOutput", "SamplingParams"]

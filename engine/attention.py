@@ -60,14 +60,16 @@ def paged_attention(
         return out.transpose(1, 2), None
     k_cache.index_copy_(0, meta.write_slots, key[0].transpose(0, 1))
     v_cache.index_copy_(0, meta.write_slots, value[0].transpose(0, 1))
-    keys = k_cache[meta.key_slots].transpose(1, 2)  # [B, Hkv, Kmax, D]
-    values = v_cache[meta.key_slots].transpose(1, 2)
+    rows, k_max = meta.key_slots.shape
+    flat = meta.key_slots.reshape(-1)  # index_select is several times faster than 2-D advanced indexing on CPU
+    keys = k_cache.index_select(0, flat).view(rows, k_max, *k_cache.shape[1:]).transpose(1, 2)  # [B, Hkv, Kmax, D]
+    values = v_cache.index_select(0, flat).view(rows, k_max, *v_cache.shape[1:]).transpose(1, 2)
     heads, dim = query.shape[1], query.shape[3]
     if meta.q_index is None:  # decode: row b's only query is new token b
         q = query[0].transpose(0, 1).unsqueeze(2)  # [B, H, 1, D]
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=meta.mask, scale=scaling, enable_gqa=True)
         return out.reshape(1, -1, heads, dim), None
-    q = query[0][:, meta.q_index].transpose(0, 1)  # [B, H, Qmax, D]
+    q = query[0].index_select(1, meta.q_index.reshape(-1)).view(heads, rows, -1, dim).transpose(0, 1)  # [B, H, Qmax, D]
     out = F.scaled_dot_product_attention(q, keys, values, attn_mask=meta.mask, scale=scaling, enable_gqa=True)
     out = out.transpose(1, 2).reshape(-1, heads, dim)[meta.out_index]  # [T, H, D]
     return out.unsqueeze(0), None

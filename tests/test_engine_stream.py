@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from engine.api import MultiverseLM
 from engine.events import BranchClosed, BranchOpened, Finished, Merged, Tokens
