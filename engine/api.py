@@ -61,8 +61,12 @@ class MultiverseLM:
     ) -> list[RequestOutput]:
         """One RequestOutput per prompt, in prompt order."""
         requests = self._submit(prompts, sampling_params)
-        while any(r.phase is not Phase.FINISHED for r in requests):
-            self.scheduler.step()
+        try:
+            while any(r.phase is not Phase.FINISHED for r in requests):
+                self.scheduler.step()
+        except BaseException:
+            self._abandon()  # e.g. a logits processor raised: free everything, then let the error through
+            raise
         return [r.output for r in requests]
 
     def stream(
@@ -82,6 +86,14 @@ class MultiverseLM:
             for r in requests:  # a consumer that stops early aborts its requests: nothing leaks
                 if r.phase is not Phase.FINISHED:
                     self.scheduler.abort(r.request_id)
+
+    def _abandon(self) -> None:
+        """After an error inside a step, the step's state is unknown: finish every request, free every page."""
+        for request in list(self.scheduler.waiting) + list(self.scheduler.running):
+            for branch in request.branches():
+                branch.pending_ids.clear()
+                branch.pending_pos.clear()
+            self.scheduler.abort(request.request_id)
 
     def abort(self, request_id: int) -> RequestOutput | None:
         request = self.scheduler.abort(request_id)

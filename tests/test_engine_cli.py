@@ -37,3 +37,18 @@ def test_missing_model_path_is_named(capsys):
         main(["generate", "--model", "/nonexistent/model", "hi"])
     assert exc.value.code == 2
     assert "/nonexistent/model" in capsys.readouterr().err
+
+
+def test_model_from_a_local_path(tmp_path, tok, capsys):
+    from engine.api import MultiverseLM
+    from engine.params import SamplingParams
+    from multiverse.tiny import build_model
+
+    model = build_model(tok, seed=4)
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded = MultiverseLM(str(tmp_path)).generate("The answer is", SamplingParams(max_new_tokens=6, temperature=0))[0]
+    direct = MultiverseLM(model, tok).generate("The answer is", SamplingParams(max_new_tokens=6, temperature=0))[0]
+    assert loaded.token_ids == direct.token_ids
+    assert main(["generate", "--model", str(tmp_path), "--no-live", "--max-new-tokens", "3", "hi"]) == 0
+    assert "finish reason" in capsys.readouterr().out

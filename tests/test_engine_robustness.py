@@ -161,3 +161,17 @@ def test_stream_consumer_stopping_early_frees_everything(tok, model):
             break
     stream.close()
     assert lm.pool.num_used == 0 and not lm.scheduler.has_work()
+
+
+def test_a_failing_processor_frees_everything_and_the_engine_goes_on(tok, model):
+    lm = MultiverseLM(model, tok, check_integrity=True)
+
+    def broken(visible, logits):
+        if len(visible) > 6:
+            raise RuntimeError("processor bug")
+        return logits
+
+    with pytest.raises(RuntimeError, match="processor bug"):
+        lm.generate(["a", "b"], [SamplingParams(max_new_tokens=20, logits_processors=[broken]), SamplingParams(max_new_tokens=20)])
+    assert lm.pool.num_used == 0 and not lm.scheduler.has_work()
+    assert lm.generate(["a"], SamplingParams(max_new_tokens=3, seed=0))[0].finish_reason == "length"
