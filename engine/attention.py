@@ -22,7 +22,7 @@ SEAM_NAME = "multiverse_paged"
 class StepMeta:
     """Tensors shared by all layers of one forward. T new tokens in B rows, padded to Qmax queries, Kmax keys."""
 
-    k: torch.Tensor  # [layers, slots, Hkv, D] pool storage
+    k: torch.Tensor  # [layers, Hkv, slots, D] pool storage
     v: torch.Tensor
     write_slots: torch.Tensor  # [T] slot of each new token
     key_slots: torch.Tensor | None  # [B, Kmax] each row's block table, padded with slot 0
@@ -48,22 +48,22 @@ def paged_attention(
     if meta is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     layer = module.layer_idx
-    k_cache, v_cache = meta.k[layer], meta.v[layer]  # [slots, Hkv, D]
+    k_cache, v_cache = meta.k[layer], meta.v[layer]  # [Hkv, slots, D]
     if meta.key_range is not None:  # one row, its table is a slice: queries stay [1, H, T, D]
         lo, hi = meta.key_range
         t = key.shape[2]  # the new tokens are the last t slots of the slice
-        k_cache[hi - t : hi] = key[0].transpose(0, 1)
-        v_cache[hi - t : hi] = value[0].transpose(0, 1)
-        keys = k_cache[lo:hi].transpose(0, 1).unsqueeze(0)  # [1, Hkv, K, D], a view
-        values = v_cache[lo:hi].transpose(0, 1).unsqueeze(0)
+        k_cache[:, hi - t : hi] = key[0]
+        v_cache[:, hi - t : hi] = value[0]
+        keys, values = k_cache[None, :, lo:hi], v_cache[None, :, lo:hi]  # [1, Hkv, K, D], views
         out = F.scaled_dot_product_attention(query, keys, values, attn_mask=meta.mask, scale=scaling, enable_gqa=True)
         return out.transpose(1, 2), None
-    k_cache.index_copy_(0, meta.write_slots, key[0].transpose(0, 1))
-    v_cache.index_copy_(0, meta.write_slots, value[0].transpose(0, 1))
+    k_cache.index_copy_(1, meta.write_slots, key[0])
+    v_cache.index_copy_(1, meta.write_slots, value[0])
     rows, k_max = meta.key_slots.shape
     flat = meta.key_slots.reshape(-1)  # index_select is several times faster than 2-D advanced indexing on CPU
-    keys = k_cache.index_select(0, flat).view(rows, k_max, *k_cache.shape[1:]).transpose(1, 2)  # [B, Hkv, Kmax, D]
-    values = v_cache.index_select(0, flat).view(rows, k_max, *v_cache.shape[1:]).transpose(1, 2)
+    kv_heads, dim_kv = k_cache.shape[0], k_cache.shape[2]
+    keys = k_cache.index_select(1, flat).view(kv_heads, rows, k_max, dim_kv).transpose(0, 1)  # [B, Hkv, Kmax, D]
+    values = v_cache.index_select(1, flat).view(kv_heads, rows, k_max, dim_kv).transpose(0, 1)
     heads, dim = query.shape[1], query.shape[3]
     if meta.q_index is None:  # decode: row b's only query is new token b
         q = query[0].transpose(0, 1).unsqueeze(2)  # [B, H, 1, D]

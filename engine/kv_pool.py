@@ -1,6 +1,7 @@
 """Paged KV memory with reference counts.
 
-Storage: `k[layer]` and `v[layer]` are [num_pages * page_size, num_kv_heads, head_dim]; token slot s lives in
+Storage: `k[layer]` and `v[layer]` are [num_kv_heads, num_pages * page_size, head_dim] (a slice of slots is
+already in the [heads, keys, dim] layout attention wants); token slot s lives in
 page s // page_size. Pages are the unit of allocation and of reference counting: every holder (a branch)
 that reads a page holds exactly one reference to it. A page returns to the free list when its count drops to 0.
 
@@ -32,7 +33,7 @@ class KVPool:
         device: torch.device | str,
     ) -> None:
         self.num_pages, self.page_size = num_pages, page_size
-        shape = (num_layers, num_pages * page_size, num_kv_heads, head_dim)
+        shape = (num_layers, num_kv_heads, num_pages * page_size, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.refcount = [0] * num_pages
