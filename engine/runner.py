@@ -60,10 +60,16 @@ class ModelRunner:
         q_lens = [len(b.pending_ids) for b in rows]
         k_lens = [len(b.slots) for b in rows]
         k_max = max(k_lens)
-        table = torch.zeros(len(rows), k_max, dtype=torch.long)
-        for r, branch in enumerate(rows):
-            table[r, : k_lens[r]] = torch.tensor(branch.slots, dtype=torch.long)
-        pool_kv = dict(k=self.pool.k, v=self.pool.v, key_slots=table.to(dev))
+        if all(b.contiguous for b in rows):  # each table is one run of slots: no per-row list conversion
+            starts = torch.tensor([b.slots[0] for b in rows], device=dev)
+            last = self.pool.k.shape[2] - 1  # padding past a row's end is masked; keep it a valid slot
+            table = (starts[:, None] + torch.arange(k_max, device=dev)[None, :]).clamp_(max=last)
+        else:
+            table = torch.zeros(len(rows), k_max, dtype=torch.long)
+            for r, branch in enumerate(rows):
+                table[r, : k_lens[r]] = torch.tensor(branch.slots, dtype=torch.long)
+            table = table.to(dev)
+        pool_kv = dict(k=self.pool.k, v=self.pool.v, key_slots=table)
         if max(q_lens) == 1:  # decode: one query per row, it sees its whole table
             mask = None
             if min(k_lens) != k_max:
