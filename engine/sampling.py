@@ -24,31 +24,30 @@ def sample(logits: torch.Tensor, branches: Sequence[Branch], params: Sequence[Sa
             for processor in p.logits_processors:
                 work[r] = processor(branch.visible, work[r])
     tokens = work.argmax(dim=-1)
-    for r, (branch, p) in enumerate(zip(branches, params)):
-        if not p.greedy:
-            tokens[r] = _draw(work[r], p, branch.generator)
+    drawn = [r for r, p in enumerate(params) if not p.greedy]
+    if drawn:
+        tokens[drawn] = _draw([work[r] for r in drawn], [params[r] for r in drawn], [branches[r].generator for r in drawn])
     chosen = raw_logp.gather(1, tokens[:, None])[:, 0]
     return tokens.tolist(), chosen.tolist()
 
 
-def _draw(row: torch.Tensor, p: SamplingParams, generator: torch.Generator) -> int:
-    """One token from softmax(row / T) restricted to top-k and the top-p nucleus; inverse-CDF with one uniform."""
-    u = float(torch.rand((), generator=generator))
-    x = row / p.temperature
-    if p.top_k and p.top_k < x.numel():
-        kth = torch.topk(x, p.top_k).values[-1]
-        x = x.masked_fill(x < kth, float("-inf"))
-    probs = torch.softmax(x, dim=-1)
-    if not torch.isfinite(probs).all():
-        return int(row.argmax())
-    if p.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        before = torch.cumsum(sorted_p, 0) - sorted_p  # mass strictly above each token
-        sorted_p = sorted_p.masked_fill(before >= p.top_p, 0.0)
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_p)
-    cdf = torch.cumsum(probs, 0)
-    target = torch.tensor([u * float(cdf[-1])], dtype=cdf.dtype, device=cdf.device)
-    index = int(torch.searchsorted(cdf, target, right=True).clamp(max=cdf.numel() - 1))
-    while probs[index] == 0 and index > 0:  # never land on an excluded token at a float boundary
-        index -= 1
-    return index
+def _draw(rows: list[torch.Tensor], params: list[SamplingParams], generators: list[torch.Generator]) -> torch.Tensor:
+    """Tokens from softmax(row / T) cut to the top-k and then the top-p nucleus, by inverse CDF with one uniform
+    per row from that row's generator. Batched over rows; each row's result depends only on its own row."""
+    x = torch.stack(rows)  # [R, V]
+    n, vocab = x.shape
+    dev = x.device
+    x = x / torch.tensor([p.temperature for p in params], dtype=x.dtype, device=dev)[:, None]
+    sorted_x, order = torch.sort(x, dim=-1, descending=True, stable=True)
+    rank = torch.arange(vocab, device=dev)[None, :]
+    top_k = torch.tensor([p.top_k or vocab for p in params], device=dev)[:, None]
+    probs = torch.softmax(sorted_x.masked_fill(rank >= top_k, float("-inf")), dim=-1)
+    before = torch.cumsum(probs, dim=-1) - probs  # mass strictly above each token
+    top_p = torch.tensor([p.top_p for p in params], dtype=probs.dtype, device=dev)[:, None]
+    probs = probs.masked_fill(before >= top_p, 0.0)
+    cdf = torch.cumsum(probs, dim=-1)
+    u = torch.tensor([float(torch.rand((), generator=g)) for g in generators], dtype=cdf.dtype, device=dev)
+    pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=vocab - 1)
+    tokens = order.gather(1, pick)[:, 0]
+    broken = ~torch.isfinite(cdf[:, -1]) | (cdf[:, -1] <= 0)  # e.g. every logit -inf: fall back to argmax
+    return torch.where(broken, x.argmax(dim=-1), tokens)

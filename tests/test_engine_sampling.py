@@ -175,3 +175,24 @@ def test_bad_input_is_named(model, tok, lm):
         lm.generate([[10**6]])
     with pytest.raises(ValueError, match="2 sampling params for 3 prompts"):
         lm.generate(["a", "b", "c"], [SamplingParams(), SamplingParams()])
+
+
+def test_draw_follows_the_distribution_and_its_cuts():
+    from collections import Counter
+
+    from engine.sampling import _draw
+
+    row = torch.log(torch.tensor([0.5, 0.3, 0.2, 0.0]))  # last token impossible
+    gen = torch.Generator().manual_seed(0)
+    n = 3000
+
+    def counts(**kw) -> Counter:
+        p = SamplingParams(temperature=1.0, **kw)
+        return Counter(_draw([row] * n, [p] * n, [gen] * n).tolist())
+
+    plain = counts()
+    assert 3 not in plain and all(abs(plain[i] / n - q) < 0.04 for i, q in enumerate([0.5, 0.3, 0.2]))
+    nucleus = counts(top_p=0.6)  # 0.5 + 0.3 reach 0.6: token 2 is cut
+    assert set(nucleus) == {0, 1} and abs(nucleus[0] / n - 0.5 / 0.8) < 0.04
+    assert set(counts(top_k=1)) == {0}
+    assert set(counts(top_k=2)) == {0, 1}
