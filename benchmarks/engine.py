@@ -7,8 +7,9 @@ processor makes every decoder write exactly this (greedy), so all contenders do 
   (b) sequential       the same engine with parallel=False on the SAME tokens (tags are ordinary tokens)
   (b2) sequential_twin the same engine with parallel=False on the SPEC §8 sequential twin (path texts only)
   (c) hf_generate      HF `generate` (sdpa, DynamicCache) on the same tokens as (b); (c2) hf_twin on the twin
-Degree of parallelism = generated tokens / critical path (SPEC §7). Targets at batch 1: speedup of (a) over (b)
->= 0.8 x degree; (b) not slower than (c). Prints a readable table to stderr and ONE JSON line to stdout.
+Degree of parallelism = generated tokens / critical path (SPEC §7). Targets at batch 1: speedup of (a) over (b2)
+(and over (b)) >= 0.8 x degree; (b2) not slower than (c2), (b) not slower than (c). Contenders run round robin;
+speedups are medians over rounds of paired ratios, absolute times are bests of N. Prints a readable table to stderr and ONE JSON line to stdout.
 
     python benchmarks/engine.py [--batches 1 16] [--hidden 128] [--layers 4] [--threads 1] [--repeats 2]
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import statistics
 import sys
 import time
 
@@ -115,11 +117,17 @@ def bench_batch(batch: int, args: argparse.Namespace, model, tok) -> dict:
         "hf": lambda: run_hf(model, prompt, full),
         "hf_twin": lambda: run_hf(model, prompt, twin),
     }
-    times = {name: float("inf") for name in contenders}
-    for _ in range(args.repeats):  # round robin, best of N: background load hits every contender alike
+    rounds: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(args.repeats):  # round robin: background load hits every contender of a round alike
         for name, fn in contenders.items():
-            times[name] = min(times[name], fn())
+            rounds[name].append(fn())
+    times = {name: min(ts) for name, ts in rounds.items()}  # best of N, for the absolute figures
     t_par, t_seq, t_twin, t_hf, t_hf_twin = (times[k] for k in ("engine", "sequential", "twin", "hf", "hf_twin"))
+
+    def ratio(slow: str, fast: str) -> float:
+        """Median over rounds of the paired ratio slow/fast (each pair measured back to back)."""
+        return round(statistics.median(a / b for a, b in zip(rounds[slow], rounds[fast])), 3)
+
     outs = run_engine(par, tok, prompt, full, on)[1]
     stats = outs[0].stats
     generated = sum(o.stats.generated_tokens for o in outs)
@@ -135,11 +143,11 @@ def bench_batch(batch: int, args: argparse.Namespace, model, tok) -> dict:
         "sequential_twin_s": round(t_twin, 4),
         "hf_generate_s": round(t_hf, 4),
         "hf_generate_twin_s": round(t_hf_twin, 4),
-        "speedup_vs_sequential": round(t_seq / t_par, 3),
-        "speedup_vs_sequential_twin": round(t_twin / t_par, 3),
-        "speedup_vs_hf_twin": round(t_hf_twin / t_par, 3),
-        "sequential_vs_hf": round(t_hf / t_seq, 3),  # > 1: parallel=False faster than HF generate
-        "sequential_twin_vs_hf_twin": round(t_hf_twin / t_twin, 3),
+        "speedup_vs_sequential": ratio("sequential", "engine"),
+        "speedup_vs_sequential_twin": ratio("twin", "engine"),
+        "speedup_vs_hf_twin": ratio("hf_twin", "engine"),
+        "sequential_vs_hf": ratio("hf", "sequential"),  # > 1: parallel=False faster than HF generate
+        "sequential_twin_vs_hf_twin": ratio("hf_twin", "twin"),
         "engine_tokens_per_s": round(generated / t_par, 1),
         "sequential_tokens_per_s": round(generated / t_seq, 1),
         "hf_tokens_per_s": round(generated / t_hf, 1),
@@ -152,7 +160,7 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (tiny models: 1 is fastest)")
-    parser.add_argument("--repeats", type=int, default=3, help="best of N timed runs per contender")
+    parser.add_argument("--repeats", type=int, default=7, help="timed rounds; speedups are medians of paired ratios")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tok = build_tokenizer()
@@ -173,8 +181,11 @@ def main() -> int:
         "threads": args.threads,
         "workload": "prefix 64 + 4 paths x 64 + conclusion 16 (scripted, greedy)",
         "results": rows,
-        "target_speedup_ok": first["speedup_vs_sequential"] >= 0.8 * first["degree_of_parallelism"],
-        "target_sequential_not_slower_than_hf": first["sequential_vs_hf"] >= 1.0,
+        # the issue's targets at batch 1, on the SPEC §8 twin (the strict reading) and on the same tokens
+        "target_speedup_vs_twin_ok": first["speedup_vs_sequential_twin"] >= 0.8 * first["degree_of_parallelism"],
+        "target_speedup_vs_same_tokens_ok": first["speedup_vs_sequential"] >= 0.8 * first["degree_of_parallelism"],
+        "target_sequential_not_slower_than_hf_ok": first["sequential_twin_vs_hf_twin"] >= 1.0
+        and first["sequential_vs_hf"] >= 1.0,
     }
     print(json.dumps(result))
     return 0

@@ -1,5 +1,6 @@
 """`multiverse generate`: decode one prompt with parallel branches, drawn live side by side, then the stats.
 
+    multiverse generate "Add each pair: 17+5, 49+26."        # the tiny default model shipped with the package
     multiverse generate --model PATH "Solve: ..."            # a local HF model with the structure tags
     multiverse generate --tiny --script trace.txt "Consider"   # offline demo: tiny random model follows a trace
 """
@@ -23,8 +24,12 @@ from engine.view import BranchView, stats_table
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prompt", help="the prompt text")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="local path of a Hugging Face causal LM whose tokenizer has the structure tags")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument(
+        "--model",
+        help="local path or hub name of a Hugging Face causal LM whose tokenizer has the structure tags "
+        "(default: the tiny model shipped with the package; chat-formatted)",
+    )
     src.add_argument("--tiny", action="store_true", help="a tiny random model built in-process (demo, tests)")
     parser.add_argument("--chat", action="store_true", help="wrap the prompt as a user message (chat template)")
     parser.add_argument("--script", type=Path, help="a Multiverse trace the decoder must follow (demo)")
@@ -46,6 +51,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=args.json)
+    if args.model is None and not args.tiny:
+        from multiverse.demo import DEFAULT_MODEL
+
+        args.model, args.chat = str(DEFAULT_MODEL), True  # the default model was trained on chat turns
     lm = _build(args)
     prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
     params = _params(args, lm, prompt)
@@ -76,8 +85,8 @@ def _build(args: argparse.Namespace) -> MultiverseLM:
 
         tok = build_tokenizer()
         return MultiverseLM(build_model(tok), tok, device=args.device, **options)
-    if not Path(args.model).exists():
-        print(f"multiverse generate: --model {args.model}: no such path", file=sys.stderr)
+    if not Path(args.model).exists() and (args.model.startswith((".", "/", "~")) or args.model.count("/") != 1):
+        print(f"multiverse generate: --model {args.model}: no such path (nor a hub name org/model)", file=sys.stderr)
         raise SystemExit(2)
     return MultiverseLM(args.model, device=args.device, **options)
 

@@ -30,8 +30,10 @@ _CORPUS = [
 ]
 
 
-def build_tokenizer(vocab_size: int = 512, with_tags: bool = True) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer; with_tags adds the twelve structure tags as special tokens."""
+def build_tokenizer(
+    vocab_size: int = 512, with_tags: bool = True, corpus: list[str] | None = None
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer (trained on `corpus`, default a small built-in text); with_tags adds the tags."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -41,7 +43,7 @@ def build_tokenizer(vocab_size: int = 512, with_tags: bool = True) -> PreTrained
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok.train_from_iterator(corpus if corpus is not None else _CORPUS * 4, trainer=trainer)
     hf = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOS, pad_token=EOS)
     hf.chat_template = CHAT_TEMPLATE
     if with_tags:
