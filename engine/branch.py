@@ -48,6 +48,25 @@ class Branch:
     num_generated: int = 0
     generator: torch.Generator | None = None
     stop_window: str = ""  # recent text, for stop strings across token boundaries
+    _table: torch.Tensor | None = field(default=None, repr=False)  # LongTensor mirror of slots[:_table_len]
+    _table_len: int = 0
+
+    def table(self) -> torch.Tensor:
+        """`slots` as a LongTensor [len(slots)], extended incrementally: O(new slots) per step, not O(L).
+
+        Invariant: slots only ever grow by appending (push, absorb), so the mirrored prefix stays valid.
+        """
+        with torch.inference_mode(False):  # a normal tensor: extended both inside and outside the forward
+            n = len(self.slots)
+            if self._table is None or self._table.numel() < n:
+                grown = torch.empty(max(64, 2 * n), dtype=torch.long)
+                if self._table is not None:
+                    grown[: self._table_len] = self._table[: self._table_len]
+                self._table = grown
+            if self._table_len < n:
+                self._table[self._table_len : n] = torch.tensor(self.slots[self._table_len : n], dtype=torch.long)
+                self._table_len = n
+            return self._table[:n]
 
     # ------------------------------------------------------------------ KV slots
     def push(self, pool: KVPool, token: int, logprob: float | None) -> None:
@@ -80,6 +99,8 @@ class Branch:
             num_shared=len(self.slots),
             num_shared_pages=len(self.pages),
             contiguous=self.contiguous,
+            _table=self.table().clone() if self.slots else None,
+            _table_len=len(self.slots),
         )
 
     def absorb(self, pool: KVPool, children: list["Branch"]) -> None:

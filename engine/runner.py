@@ -65,10 +65,7 @@ class ModelRunner:
             last = self.pool.k.shape[2] - 1  # padding past a row's end is masked; keep it a valid slot
             table = (starts[:, None] + torch.arange(k_max, device=dev)[None, :]).clamp_(max=last)
         else:
-            table = torch.zeros(len(rows), k_max, dtype=torch.long)
-            for r, branch in enumerate(rows):
-                table[r, : k_lens[r]] = torch.tensor(branch.slots, dtype=torch.long)
-            table = table.to(dev)
+            table = torch.nn.utils.rnn.pad_sequence([b.table() for b in rows], batch_first=True).to(dev)  # pad: slot 0
         pool_kv = dict(k=self.pool.k, v=self.pool.v, key_slots=table)
         if max(q_lens) == 1:  # decode: one query per row, it sees its whole table
             mask = None
