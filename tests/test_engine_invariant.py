@@ -40,13 +40,7 @@ def teacher_forced_logprobs(model: torch.nn.Module, tok, ids: list[int]) -> torc
     return torch.log_softmax(logits.float(), dim=-1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are overhead-bound; one intra-op thread avoids oversubscribing the 2-core CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run on one thread
 
 
 @pytest.fixture(scope="module")

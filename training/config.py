@@ -10,11 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-
-class ConfigError(ValueError):
-    """A configuration file or override that cannot be used; the message names the place."""
+from multiverse.config_io import ConfigError, build, read_tree
 
 
 @dataclass(frozen=True)
@@ -122,52 +118,10 @@ def _get(cfg: Any, dotted: str) -> Any:
     return cfg
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    """Instantiate dataclass `cls` from a mapping, recursing into nested dataclass fields."""
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
-    kinds = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(kinds))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(kinds)}")
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        default = kinds[name].default_factory() if kinds[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            out[name] = _build(type(default), value or {}, f"{where}.{name}")
-        else:
-            out[name] = value
-    return cls(**out)
-
-
-def _apply_override(tree: dict[str, Any], item: str) -> None:
-    if "=" not in item:
-        raise ConfigError(f"override {item!r} is not of the form section.key=value")
-    dotted, raw = item.split("=", 1)
-    parts = dotted.strip().split(".")
-    node = tree
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
-
-
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:  # type: ignore[assignment]
     """Read a YAML file (or start from defaults when path is None) and apply `section.key=value` overrides."""
-    tree: dict[str, Any] = {}
-    where = "defaults"
-    if path is not None:
-        where = str(path)
-        try:
-            tree = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError as e:
-            raise ConfigError(f"config file {path} does not exist") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
-    for item in overrides:
-        _apply_override(tree, item)
-    return _build(Config, tree, where).validate()
+    tree, where = read_tree(path, overrides)
+    return build(Config, tree, where).validate()
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
