@@ -6,7 +6,8 @@ from typing import Any
 
 from data_pipeline.config import CurateConfig, from_dict, load_config
 from data_pipeline.pipeline import RunResult, run
-from data_pipeline.stats import load_tokenizer, read_traces, stats_of
+from data_pipeline.stats import read_traces, stats_of
+from multiverse.tokens import load_tagged_tokenizer
 
 
 def curate(config: CurateConfig | dict[str, Any] | str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunResult:
@@ -22,4 +23,4 @@ def curate(config: CurateConfig | dict[str, Any] | str | Path, overrides: list[s
 
 def structure_stats(files: list[str | Path], tokenizer: str = "tiny", field: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """Statistics (incl. degree of parallelism) of the traces in `files`, and the traces that do not parse."""
-    return stats_of(read_traces(files, field), load_tokenizer(tokenizer))
+    return stats_of(read_traces(files, field), load_tagged_tokenizer(tokenizer))

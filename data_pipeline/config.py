@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from multiverse.config_io import ConfigError, build, read_tree
+from multiverse.config_io import ConfigError, build, check_choice, get_dotted, read_tree
 
 
 @dataclass(frozen=True)
@@ -122,10 +122,10 @@ class CurateConfig:
         return Path(self.cache.dir) if self.cache.dir else self.out_dir / "cache"
 
     def validate(self) -> "CurateConfig":
-        _choice("llm.structured_output", self.llm.structured_output, ("json_schema", "json_object", "none"))
+        check_choice("llm.structured_output", self.llm.structured_output, ("json_schema", "json_object", "none"))
         for key in ("run.concurrency", "run.max_attempts", "grouping.max_paths"):
-            if _get(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {_get(self, key)}")
+            if get_dotted(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {get_dotted(self, key)}")
         if self.grouping.max_paths < 2:
             raise ConfigError("grouping.max_paths must be >= 2 (a block has at least two paths)")
         if not 0.0 <= self.checks.max_distance <= 1.0:
@@ -133,17 +133,6 @@ class CurateConfig:
         if self.run.max_retries < 0:
             raise ConfigError(f"run.max_retries must be >= 0, got {self.run.max_retries}")
         return self
-
-
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _get(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> CurateConfig:

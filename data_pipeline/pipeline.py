@@ -82,10 +82,11 @@ async def _work(curator: Curator, todo: list[Sample], journal: Journal, cfg: Cur
 def _structure(curated: list[dict[str, Any]], cfg: CurateConfig) -> dict[str, Any]:
     if cfg.tokenizer is None:
         return {"traces": 0, "skipped": "no tokenizer configured"}
-    from data_pipeline.stats import load_tokenizer, stats_of  # torch: only now, after the LLM work
+    from data_pipeline.stats import stats_of  # torch: only now, after the LLM work
+    from multiverse.tokens import load_tagged_tokenizer
 
     traces = [(r["id"], r["deepseek_thinking_trajectory_parallel"]) for r in curated]
-    return stats_of(traces, load_tokenizer(cfg.tokenizer))[0]
+    return stats_of(traces, load_tagged_tokenizer(cfg.tokenizer))[0]
 
 
 def _save_dataset(curated: list[dict[str, Any]], cfg: CurateConfig) -> None:

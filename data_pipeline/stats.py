@@ -36,21 +36,6 @@ class TraceStats:
         return self.tokens / max(self.critical, 1)
 
 
-def load_tokenizer(name: str) -> Any:
-    """The target tokenizer with the twelve tags as single tokens ("tiny": the built-in test tokenizer)."""
-    if name == "tiny":
-        from multiverse.tiny import build_tokenizer
-
-        return build_tokenizer()
-    from transformers import AutoTokenizer
-
-    from multiverse.tokens import add_structure_tokens
-
-    tok = AutoTokenizer.from_pretrained(name)
-    add_structure_tokens(None, tok)
-    return tok
-
-
 def trace_stats(text: str, tokenizer: Any) -> TraceStats:
     """Statistics of one trace. Raises StructureError when it does not parse."""
     doc = parse(text)

@@ -96,7 +96,7 @@ class Scheduler:
             for b in request.branches():
                 assert len(b.slots) == len(b.visible), f"request {request.request_id} branch {b.label!r}: table skew"
                 if b._table_len:  # the tensor mirror of the table agrees with the list on what it covers
-                    assert b.table()[: b._table_len].tolist() == b.slots[: b._table_len], f"branch {b.label!r}: stale table"
+                    assert b._table[: b._table_len].tolist() == b.slots[: b._table_len], f"branch {b.label!r}: stale table"
                 if b.pages:
                     held = set(b.pages)
                     assert all(s // size in held for s in b.slots), f"branch {b.label!r} reads a page it does not hold"

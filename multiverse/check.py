@@ -9,6 +9,7 @@ from rich.tree import Tree
 
 from multiverse.structure import Block, Document, StructureError, Think, parse
 from multiverse.structure.tree import Text
+from multiverse.tokens import load_tagged_tokenizer
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         depth = max((b.depth() for b in blocks if b in _top(doc)), default=0)
         line = f"{name}: ok, {len(blocks)} blocks, nesting depth {depth}"
         if args.tokenizer:
-            tokens, critical = token_counts(doc, _tokenizer(args.tokenizer))
+            tokens, critical = token_counts(doc, load_tagged_tokenizer(args.tokenizer))
             line += f", {tokens} tokens, critical path {critical}, degree of parallelism {tokens / critical:.3f}"
         console.print(line, soft_wrap=True)
     return 1 if bad else 0
@@ -55,20 +56,6 @@ def token_counts(doc: Document, tokenizer: object) -> tuple[int, int]:
 
     ids = encode_trace(serialise(doc), tokenizer, canonical=False)
     return len(ids), int(position_ids(ids, tokenizer).max()) + 1 if ids else 0
-
-
-def _tokenizer(name: str) -> object:
-    if name == "tiny":
-        from multiverse.tiny import build_tokenizer
-
-        return build_tokenizer()
-    from transformers import AutoTokenizer
-
-    from multiverse.tokens import add_structure_tokens
-
-    tok = AutoTokenizer.from_pretrained(name)
-    add_structure_tokens(None, tok)
-    return tok
 
 
 def _top(doc: Document) -> list[Block]:

@@ -66,3 +66,15 @@ def read_tree(path: str | Path | None, overrides: Sequence[str] = ()) -> tuple[d
     for item in overrides:
         apply_override(tree, item)
     return tree, where
+
+
+def check_choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def get_dotted(cfg: Any, dotted: str) -> Any:
+    """cfg.a.b for "a.b"."""
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg

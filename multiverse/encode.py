@@ -10,7 +10,7 @@ from typing import Any
 from multiverse.structure import canonicalize
 from multiverse.structure.lexer import lex
 from multiverse.structure.parser import LABEL_RE
-from multiverse.tags import StructureVocab
+from multiverse.tags import TAGS, StructureVocab
 
 
 def fork_prefix_ids(label: str, vocab: StructureVocab) -> list[int]:
@@ -23,7 +23,7 @@ def encode_trace(text: str, tokenizer: Any, canonical: bool = True) -> list[int]
     vocab = StructureVocab.from_tokenizer(tokenizer)
     if canonical:
         text = canonicalize(text)
-    tag_id = dict(zip(_tag_texts(), vocab.tags.all()))
+    tag_id = dict(zip(TAGS, vocab.tags.all()))
     ids: list[int] = []
     after_path_open = False
     for lx in lex(text):
@@ -41,8 +41,3 @@ def encode_trace(text: str, tokenizer: Any, canonical: bool = True) -> list[int]
         after_path_open = False
     return ids
 
-
-def _tag_texts() -> tuple[str, ...]:
-    from multiverse.tags import TAGS
-
-    return TAGS

@@ -55,3 +55,16 @@ def _init_rows(model: Any, tokenizer: Any, pieces: dict[str, list[int]]) -> None
         emb[row] = emb[sub].mean(dim=0)
         if not tied:
             head.weight[row] = head.weight[sub].mean(dim=0)
+
+
+def load_tagged_tokenizer(name: str) -> Any:
+    """A tokenizer with the twelve tags as single tokens: "tiny" (the built-in test tokenizer), a path or a hub name."""
+    if name == "tiny":
+        from multiverse.tiny import build_tokenizer
+
+        return build_tokenizer()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(name)
+    add_structure_tokens(None, tok)
+    return tok

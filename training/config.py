@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from multiverse.config_io import ConfigError, build, read_tree
+from multiverse.config_io import ConfigError, build, check_choice, get_dotted, read_tree
 
 
 @dataclass(frozen=True)
@@ -93,29 +93,18 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
-        _choice("data.mixing", self.data.mixing, ("curriculum", "shuffled", "multiverse_only"))
-        _choice("data.truncation", self.data.truncation, ("cut", "drop"))
-        _choice("data.on_bad_row", self.data.on_bad_row, ("error", "skip"))
-        _choice("train.mode", self.train.mode, ("multiverse", "autoregressive"))
+        check_choice("data.mixing", self.data.mixing, ("curriculum", "shuffled", "multiverse_only"))
+        check_choice("data.truncation", self.data.truncation, ("cut", "drop"))
+        check_choice("data.on_bad_row", self.data.on_bad_row, ("error", "skip"))
+        check_choice("train.mode", self.train.mode, ("multiverse", "autoregressive"))
         if not self.model.name_or_path:
             raise ConfigError("model.name_or_path is required (a local directory or a hub name)")
         if not self.data.multiverse and not self.data.autoregressive:
             raise ConfigError("data.multiverse or data.autoregressive must name a dataset or a file")
         for key in ("data.block_size", "train.micro_batch_size", "train.grad_accum", "train.mask_block"):
-            if _get(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {_get(self, key)}")
+            if get_dotted(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {get_dotted(self, key)}")
         return self
-
-
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
-
-
-def _get(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:  # type: ignore[assignment]

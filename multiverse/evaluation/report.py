@@ -32,9 +32,10 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "with_forks": sum(r["forks"] > 0 for r in rows) / len(rows),
     }
     if all("seq_batch_wall_s" in r for r in rows):
-        # each batch's wall time is shared by its rows: weight by 1 / rows in the batch via unique batches
-        par = sum({(r["batch_wall_s"], r["seq_batch_wall_s"]): r["batch_wall_s"] for r in rows}.values())
-        seq = sum({(r["batch_wall_s"], r["seq_batch_wall_s"]): r["seq_batch_wall_s"] for r in rows}.values())
+        # a batch's wall time is shared by its rows: count each batch once
+        batches = {r["batch"]: (r["batch_wall_s"], r["seq_batch_wall_s"]) for r in rows}
+        par = sum(p for p, _ in batches.values())
+        seq = sum(q for _, q in batches.values())
         out["sequential_accuracy"] = sum(r["seq_correct"] for r in rows) / len(rows)
         out["speedup"] = seq / par if par > 0 else float("nan")
     return out

@@ -67,7 +67,8 @@ def evaluate(
         outs, wall = _timed(lm, prompts, params)
         seq_outs, seq_wall = _timed(baseline, prompts, params) if baseline is not None else (None, None)
         for i, ((task, problem, sample), out) in enumerate(zip(batch, outs)):
-            records.append(_record(task, problem, sample, out, wall, seq_outs[i] if seq_outs else None, seq_wall))
+            record = _record(task, problem, sample, out, wall, seq_outs[i] if seq_outs else None, seq_wall)
+            records.append({**record, "batch": start // config.batch_size})
         bar.update(len(batch))
         bar.set_postfix(acc=f"{sum(r['correct'] for r in records) / len(records):.3f}")
     bar.close()
