@@ -166,6 +166,9 @@ def test_a_failing_processor_frees_everything_and_the_engine_goes_on(tok, model)
         return logits
 
     with pytest.raises(RuntimeError, match="processor bug"):
-        lm.generate(["a", "b"], [SamplingParams(max_new_tokens=20, logits_processors=[broken]), SamplingParams(max_new_tokens=20)])
+        lm.generate(  # ignore_eos + seeds: the broken request surely grows past 6 visible ids (no early EOS)
+            ["a", "b"],
+            [SamplingParams(max_new_tokens=20, ignore_eos=True, seed=1, logits_processors=[broken]), SamplingParams(max_new_tokens=20, seed=2)],
+        )
     assert lm.pool.num_used == 0 and not lm.scheduler.has_work()
     assert lm.generate(["a"], SamplingParams(max_new_tokens=3, seed=0))[0].finish_reason == "length"
