@@ -56,17 +56,21 @@ class Branch:
 
         Invariant: slots only ever grow by appending (push, absorb), so the mirrored prefix stays valid.
         """
-        with torch.inference_mode(False):  # a normal tensor: extended both inside and outside the forward
-            n = len(self.slots)
-            if self._table is None or self._table.numel() < n:
+        n = len(self.slots)
+        if self._table is None or self._table.numel() < n:
+            with torch.inference_mode(False):  # a normal tensor, so it may be extended outside the forward too
                 grown = torch.empty(max(64, 2 * n), dtype=torch.long)
-                if self._table is not None:
-                    grown[: self._table_len] = self._table[: self._table_len]
-                self._table = grown
-            if self._table_len < n:
-                self._table[self._table_len : n] = torch.tensor(self.slots[self._table_len : n], dtype=torch.long)
-                self._table_len = n
-            return self._table[:n]
+            if self._table is not None:
+                grown[: self._table_len] = self._table[: self._table_len]
+            self._table = grown
+        if self._table_len < n:
+            fresh = self.slots[self._table_len : n]
+            if len(fresh) == 1:
+                self._table[self._table_len] = fresh[0]
+            else:
+                self._table[self._table_len : n] = torch.tensor(fresh, dtype=torch.long)
+            self._table_len = n
+        return self._table[:n]
 
     # ------------------------------------------------------------------ KV slots
     def push(self, pool: KVPool, token: int, logprob: float | None) -> None:
