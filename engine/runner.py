@@ -43,6 +43,8 @@ class ModelRunner:
             ).last_hidden_state[0]  # [T, hidden]
         finally:
             config._attn_implementation = previous
+        if len(last) == len(ids) and all(sample):  # decode: every token is a row's last and samples
+            return self.lm_head(hidden).float()
         picks = as_tensor([i for i, s in zip(last, sample) if s])
         return self.lm_head(hidden[picks]).float()
 
@@ -65,7 +67,11 @@ class ModelRunner:
             last = self.pool.k.shape[2] - 1  # padding past a row's end is masked; keep it a valid slot
             table = (starts[:, None] + torch.arange(k_max, device=dev)[None, :]).clamp_(max=last)
         else:
-            table = torch.nn.utils.rnn.pad_sequence([b.table() for b in rows], batch_first=True).to(dev)  # pad: slot 0
+            tables = [b.table() for b in rows]
+            if min(k_lens) == k_max:  # the paths of one fork advance together: equal lengths, nothing to pad
+                table = torch.stack(tables).to(dev)
+            else:
+                table = torch.nn.utils.rnn.pad_sequence(tables, batch_first=True).to(dev)  # pad: slot 0
         pool_kv = dict(k=self.pool.k, v=self.pool.v, key_slots=table)
         if max(q_lens) == 1:  # decode: one query per row, it sees its whole table
             mask = None
