@@ -11,7 +11,7 @@ Degree of parallelism = generated tokens / critical path (SPEC §7). Targets at 
 (and over (b)) >= 0.8 x degree; (b2) not slower than (c2), (b) not slower than (c). Contenders run round robin;
 speedups are medians over rounds of paired ratios, absolute times are bests of N. Prints a readable table to stderr and ONE JSON line to stdout.
 
-    python benchmarks/engine.py [--batches 1 16] [--hidden 128] [--layers 4] [--threads 1] [--repeats 2]
+    python benchmarks/engine.py [--batches 1 16] [--hidden 128] [--layers 4] [--threads 1] [--repeats 15]
 """
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def main() -> int:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (tiny models: 1 is fastest)")
-    parser.add_argument("--repeats", type=int, default=7, help="timed rounds; speedups are medians of paired ratios")
+    parser.add_argument("--repeats", type=int, default=15, help="timed rounds; speedups are medians of paired ratios")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tok = build_tokenizer()
