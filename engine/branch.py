@@ -64,11 +64,7 @@ class Branch:
                 grown[: self._table_len] = self._table[: self._table_len]
             self._table = grown
         if self._table_len < n:
-            fresh = self.slots[self._table_len : n]
-            if len(fresh) == 1:
-                self._table[self._table_len] = fresh[0]
-            else:
-                self._table[self._table_len : n] = torch.tensor(fresh, dtype=torch.long)
+            self._table[self._table_len : n] = torch.tensor(self.slots[self._table_len : n], dtype=torch.long)
             self._table_len = n
         return self._table[:n]
 

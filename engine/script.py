@@ -33,15 +33,12 @@ class ScriptedProcessor:
             self.next[tuple(ids[i] for i in seen)] = ids[j]
         self.fallback = tokenizer.eos_token_id if fallback is None else fallback
         self.misses = 0
-        self._rows: dict[int, torch.Tensor] = {}
 
     def __call__(self, visible_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
         token = self.next.get(tuple(visible_ids))
         if token is None:
             self.misses += 1
             token = self.fallback
-        row = self._rows.get(token)
-        if row is None or row.shape != logits.shape:  # one cached one-hot row per token; the engine copies it
-            at = torch.tensor(token, device=logits.device)
-            row = self._rows[token] = torch.full_like(logits, float("-inf")).index_fill_(0, at, 0.0)
-        return row
+        out = torch.full_like(logits, float("-inf"))
+        out[token] = 0.0
+        return out
