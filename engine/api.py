@@ -90,10 +90,7 @@ class MultiverseLM:
     def _abandon(self) -> None:
         """After an error inside a step, the step's state is unknown: finish every request, free every page."""
         for request in list(self.scheduler.waiting) + list(self.scheduler.running):
-            for branch in request.branches():
-                branch.pending_ids.clear()
-                branch.pending_pos.clear()
-            self.scheduler.abort(request.request_id)
+            self.scheduler.abort(request.request_id)  # _finish clears every branch's pending tokens
 
     def abort(self, request_id: int) -> RequestOutput | None:
         request = self.scheduler.abort(request_id)

@@ -45,9 +45,7 @@ class Branch:
     status: Status = Status.RUNNING
     finish_reason: str | None = None
     end_position: int = -1  # position of its </Path> (children)
-    num_generated: int = 0
     generator: torch.Generator | None = None
-    stop_window: str = ""  # recent text, for stop strings across token boundaries
     _table: torch.Tensor | None = field(default=None, repr=False)  # LongTensor mirror of slots[:_table_len]
     _table_len: int = 0
 
@@ -127,9 +125,6 @@ class Branch:
             for child in children:
                 out += child.walk()
         return out
-
-    def open_children(self) -> "list[Branch]":
-        return self.forks[-1][1] if self.status is Status.WAITING else []
 
     def flatten(self) -> tuple[list[int], list[float | None], list[bool]]:
         """Final merged order: own tokens with each fork's children inserted at the fork point.

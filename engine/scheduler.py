@@ -169,7 +169,6 @@ class Scheduler:
     # ------------------------------------------------------------------ tokens
     def _on_token(self, request: Request, branch: Branch, token: int, logprob: float) -> None:
         request.num_generated += 1
-        branch.num_generated += 1
         is_eos = token in self.eos_ids and not request.params.ignore_eos
         if is_eos and branch.parent is not None:
             self._close_path(request, branch, "eos")  # EOS inside a path closes it: forced </Path> replaces it

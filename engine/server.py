@@ -39,6 +39,7 @@ class EngineWorker(threading.Thread):
         self.lm = lm
         self.inbox: queue.Queue = queue.Queue()
         self.active: dict[int, tuple[Request, queue.Queue]] = {}
+        self.sent: dict[int, int] = {}  # request id -> stable token count last sent as text
         self.stopping = threading.Event()
 
     def submit(self, prompt: Any, params: SamplingParams) -> queue.Queue:
@@ -59,13 +60,18 @@ class EngineWorker(threading.Thread):
                     self.lm.scheduler.abort(rid)
                     out.put(("error", f"engine error: {type(err).__name__}: {err}"))
                 self.active.clear()
+                self.sent.clear()
                 continue
             for rid, (request, out) in list(self.active.items()):
                 if request.phase is Phase.FINISHED:
                     out.put(("done", request.output))
                     del self.active[rid]
+                    self.sent.pop(rid, None)
                 elif request.root is not None:
-                    out.put(("text", self.lm.tokenizer.decode(stable_ids(request.root)[len(request.prompt_ids) :])))
+                    ids = stable_ids(request.root)[len(request.prompt_ids) :]
+                    if len(ids) != self.sent.get(rid):  # decode only when the stable prefix moved
+                        self.sent[rid] = len(ids)
+                        out.put(("text", self.lm.tokenizer.decode(ids)))
 
     def _take(self, block: bool) -> None:
         while True:

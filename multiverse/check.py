@@ -7,7 +7,7 @@ import sys
 from rich.console import Console
 from rich.tree import Tree
 
-from multiverse.structure import Block, Document, StructureError, Think, parse
+from multiverse.structure import Document, StructureError, Think, parse
 from multiverse.structure.tree import Text
 from multiverse.tokens import load_tagged_tokenizer
 
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             continue
         console.print(render(doc, name, args.width))
         blocks = list(doc.blocks())
-        depth = max((b.depth() for b in blocks if b in _top(doc)), default=0)
+        depth = max((b.depth() for b in blocks), default=0)  # an enclosing block is deeper than any inside it
         line = f"{name}: ok, {len(blocks)} blocks, nesting depth {depth}"
         if args.tokenizer:
             tokens, critical = token_counts(doc, load_tagged_tokenizer(args.tokenizer))
@@ -56,12 +56,6 @@ def token_counts(doc: Document, tokenizer: object) -> tuple[int, int]:
 
     ids = encode_trace(serialise(doc), tokenizer, canonical=False)
     return len(ids), int(position_ids(ids, tokenizer).max()) + 1 if ids else 0
-
-
-def _top(doc: Document) -> list[Block]:
-    from multiverse.structure.tree import _walk_top
-
-    return list(_walk_top(doc.children))
 
 
 def _short(text: str, width: int) -> str:

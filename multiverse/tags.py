@@ -48,12 +48,6 @@ class TagIds:
     def id_set(self) -> frozenset[int]:
         return frozenset(self.all())
 
-    def name_of(self, token_id: int) -> str | None:
-        for tag, tid in zip(TAGS, self.all()):
-            if tid == token_id:
-                return tag
-        return None
-
 
 @dataclass(frozen=True)
 class StructureVocab:

@@ -14,7 +14,8 @@ import os
 import shutil
 import time
 
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.dirname(__file__)), "assets", "tiny-multiverse")
+from multiverse.demo import DEFAULT_MODEL
+
 
 
 def build(out: str, work: str, steps: int, rows: int, hidden: int, layers: int) -> dict:
@@ -63,7 +64,7 @@ def _stop_at_end_of_turn(model_dir: str, tok: object) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=DEFAULT_OUT)
+    parser.add_argument("--out", default=str(DEFAULT_MODEL))
     parser.add_argument("--work", default="runs/demo")
     parser.add_argument("--steps", type=int, default=1200)
     parser.add_argument("--rows", type=int, default=6000)
