@@ -40,8 +40,9 @@ class IncrementalText:
     """The text of a growing id list as deltas that are never retracted.
 
     `holdback` characters at the end are withheld until `finish` (a stop string of length h+1 that may yet
-    complete starts at most h characters before the end; see `StopChecker.holdback`), so a stream never shows
-    text that the final, stop-truncated text cuts.
+    complete starts at most h characters before the end; see `Request.holdback`), so a stream never shows
+    text that the final, stop-truncated text cuts. Use it at step boundaries, as a server does: after
+    `step()`, a request that finished gets `finish(output.text)`, a running one `push(its new ids)`.
     """
 
     def __init__(self, decode: Callable[[list[int]], str], holdback: int = 0, lookback: int = 4) -> None:

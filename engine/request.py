@@ -13,7 +13,7 @@ import torch
 from engine.branch import Branch, Status
 from engine.params import SamplingParams
 from engine.result import BranchInfo, RequestOutput, Stats
-from engine.stops import StopHit, cut_at_stop
+from engine.stops import StopHit, cut_at_stop, holdback_for
 from multiverse.attention.scanner import BranchState, PathEnd, StructureRules
 from multiverse.tags import StructureVocab
 
@@ -66,6 +66,11 @@ class Request:
 
     def branches(self) -> list[Branch]:
         return self.root.walk() if self.root is not None else []
+
+    @property
+    def holdback(self) -> int:
+        """Characters a stream of this request withholds at the end until it finishes (engine/stops.py)."""
+        return holdback_for(self.params.stop)
 
     @property
     def critical_path(self) -> int:

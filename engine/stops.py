@@ -29,8 +29,7 @@ class StopChecker:
 
     @property
     def holdback(self) -> int:
-        """Characters a stream must withhold at the end of the text until the request finishes."""
-        return max((len(s) for s in self.stop), default=1) - 1
+        return holdback_for(self.stop)
 
     def check(self, tokens: list[int], start: int) -> StopHit | None:
         """After tokens[-1] was appended: the stop that just completed, else None.
@@ -49,6 +48,11 @@ class StopChecker:
             if s in now and s not in before:
                 return StopHit(s, len(tokens) - lo)
         return None
+
+
+def holdback_for(stop: Sequence[str]) -> int:
+    """Characters a stream must withhold at the end of the text until the request finishes."""
+    return max((len(s) for s in stop), default=1) - 1
 
 
 def cut_at_stop(text: str, tail: str, hit: StopHit, keep: bool) -> str:
