@@ -35,7 +35,7 @@ def check_model_path(spec: str, flag: str = "--model") -> str:
         if not (path / "config.json").is_file():
             raise UsageError(f"{flag} {spec}: not a Hugging Face model directory (no config.json in it)")
         return str(path)
-    if spec.startswith((".", "/", "~")) or spec.count("/") != 1 or not all(spec.split("/")):
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or not all(spec.split("/")):
         raise UsageError(f"{flag} {spec}: no such directory (nor a hub id of the form org/name)")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         from huggingface_hub import try_to_load_from_cache

@@ -101,3 +101,27 @@ def test_busy_port_is_a_usage_error():
             check_port_free("127.0.0.1", port)
     with pytest.raises(UsageError, match="0..65535"):
         check_port_free("127.0.0.1", 70000)
+
+
+def test_print_config_shows_typed_values():
+    proc = cli("train", "--config", str(ROOT / "training/configs/tiny_cpu.yaml"), "--set", "train.learning_rate=1e-5",
+               "--print-config")
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    assert yaml.safe_load(proc.stdout)["train"]["learning_rate"] == 1e-5  # a float, not the string "1e-5"
+    proc = cli("curate", "--print-config", "--set", "run.concurrency=3")
+    assert proc.returncode == 0 and yaml.safe_load(proc.stdout)["run"]["concurrency"] == 3
+
+
+def test_config_type_error_names_the_set_argument():
+    proc = cli("curate", "--config", str(ROOT / "data_pipeline/configs/s1k.yaml"), "--set", "run.concurrency=many")
+    assert proc.returncode == 2
+    assert "--set run.concurrency=many: run.concurrency = 'many'" in error_line(proc, "curate")
+
+
+def test_missing_model_path_in_train(tmp_path):
+    proc = cli("train", "--config", str(ROOT / "training/configs/tiny_cpu.yaml"),
+               "--set", f"model.name_or_path={tmp_path / 'nope'}")
+    assert proc.returncode == 2
+    assert f"model.name_or_path {tmp_path / 'nope'}: no such directory" in error_line(proc, "train")
