@@ -90,3 +90,20 @@ def check_at_least(flag: str, value: float | None, low: float) -> None:
     """value >= low (None = unset, accepted)."""
     if value is not None and value < low:
         raise UsageError(f"{flag} {value}: must be >= {low}")
+
+
+def check_tokenizer(spec: str, flag: str = "--model"):  # noqa: ANN201 - a Hugging Face tokenizer
+    """Load the tokenizer of `spec` (already checked by check_model_path) and require the twelve structure tags."""
+    from transformers import AutoTokenizer
+
+    from multiverse.tags import TagIds
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{flag} {spec}: cannot load its tokenizer ({' '.join(str(e).split())[:300]})") from e
+    try:
+        TagIds.from_tokenizer(tokenizer)
+    except ValueError as e:
+        raise UsageError(f"{flag} {spec}: {e}") from e
+    return tokenizer

@@ -125,3 +125,20 @@ def test_missing_model_path_in_train(tmp_path):
                "--set", f"model.name_or_path={tmp_path / 'nope'}")
     assert proc.returncode == 2
     assert f"model.name_or_path {tmp_path / 'nope'}: no such directory" in error_line(proc, "train")
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--max-new-tokens", "0", "hi"], "--max-new-tokens 0: must be >= 1"),
+        (["--temperature", "-1", "hi"], "--temperature -1.0: must be >= 0"),
+        (["--top-p", "0", "hi"], "--top-p 0.0: must lie in (0, 1]"),
+        (["--raw", ""], "the prompt is empty"),
+        (["--threads", "0", "hi"], "--threads 0: must be >= 1"),
+    ],
+)
+def test_generate_flags_are_checked_before_the_model_loads(argv, needle):
+    proc = cli("generate", *argv)
+    assert proc.returncode == 2
+    assert needle in error_line(proc, "generate")
+    assert "Loading weights" not in proc.stderr
