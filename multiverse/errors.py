@@ -107,3 +107,14 @@ def check_tokenizer(spec: str, flag: str = "--model"):  # noqa: ANN201 - a Huggi
     except ValueError as e:
         raise UsageError(f"{flag} {spec}: {e}") from e
     return tokenizer
+
+
+def check_choices(flag: str, values: list[str], allowed: list[str] | tuple[str, ...]) -> None:
+    """Every value is one of `allowed`; an unknown one is named with the closest allowed one."""
+    import difflib
+
+    for value in values:
+        if value not in allowed:
+            close = difflib.get_close_matches(value, allowed, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"{flag}: unknown {value!r}{hint}; choose from {', '.join(allowed)}")

@@ -142,3 +142,26 @@ def test_generate_flags_are_checked_before_the_model_loads(argv, needle):
     assert proc.returncode == 2
     assert needle in error_line(proc, "generate")
     assert "Loading weights" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "eval"])
+def test_missing_model_path_in_serve_and_eval(command, tmp_path):
+    proc = cli(command, "--model", str(tmp_path / "nope"))
+    assert proc.returncode == 2
+    assert f"--model {tmp_path / 'nope'}: no such directory" in error_line(proc, command)
+
+
+def test_unknown_eval_task_is_named_before_the_model_loads():
+    proc = cli("eval", "--tasks", "aime24,aim25")
+    assert proc.returncode == 2
+    assert "--tasks: unknown 'aim25' (did you mean aime25?)" in error_line(proc, "eval")
+
+
+def test_serve_on_a_busy_port_fails_before_the_model_loads():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        proc = cli("serve", "--tiny", "--port", str(port))
+    assert proc.returncode == 2
+    assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in error_line(proc, "serve")
