@@ -44,3 +44,9 @@ def test_install_section_matches_the_pin():
     install = README[README.index("## Install"):README.index("## Layout")]
     assert f"pip install torch=={pin} --index-url https://download.pytorch.org/whl/cpu" in install
     assert f"`torch=={pin}`" in install
+
+
+def test_ci_script_is_valid_bash_and_installs_the_cpu_build_like_the_readme():
+    run = ROOT / ".ci" / "run"
+    assert subprocess.run(["bash", "-n", str(run)]).returncode == 0
+    assert "--index-url https://download.pytorch.org/whl/cpu" in run.read_text(encoding="utf-8")
