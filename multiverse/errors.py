@@ -118,3 +118,9 @@ def check_choices(flag: str, values: list[str], allowed: list[str] | tuple[str, 
             close = difflib.get_close_matches(value, allowed, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise UsageError(f"{flag}: unknown {value!r}{hint}; choose from {', '.join(allowed)}")
+
+
+def check_data_file(spec: str | None, flag: str) -> None:
+    """A local data file (.jsonl, .json, .parquet) named by `spec` exists; a hub data set name is left to the loader."""
+    if spec and Path(spec).suffix in (".jsonl", ".json", ".parquet") and not Path(spec).expanduser().is_file():
+        raise UsageError(f"{flag} {spec}: no such file")

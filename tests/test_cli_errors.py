@@ -165,3 +165,12 @@ def test_serve_on_a_busy_port_fails_before_the_model_loads():
         proc = cli("serve", "--tiny", "--port", str(port))
     assert proc.returncode == 2
     assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in error_line(proc, "serve")
+
+
+def test_missing_data_file_in_train_is_named_before_the_model_loads(tmp_path):
+    from multiverse.demo import DEFAULT_MODEL
+
+    proc = cli("train", "--config", str(ROOT / "training/configs/tiny_cpu.yaml"), "--model", str(DEFAULT_MODEL),
+               "--data", str(tmp_path / "rows.jsonl"))
+    assert proc.returncode == 2
+    assert f"data.multiverse {tmp_path / 'rows.jsonl'}: no such file" in error_line(proc, "train")

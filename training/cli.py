@@ -11,7 +11,7 @@ import json
 
 from multiverse import threads
 from multiverse.config_io import dump
-from multiverse.errors import check_model_path
+from multiverse.errors import check_data_file, check_model_path
 from training.config import load_config
 
 # Shorthand flags -> dotted config keys.
@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     check_model_path(cfg.model.name_or_path, "model.name_or_path")
     if cfg.model.tokenizer:
         check_model_path(cfg.model.tokenizer, "model.tokenizer")
+    check_data_file(cfg.data.multiverse, "data.multiverse")
+    check_data_file(cfg.data.autoregressive, "data.autoregressive")
     threads.apply(args.threads, threads.count_params(cfg.model.name_or_path))
     from training import run as runner
 
