@@ -174,6 +174,13 @@ def save_final(trainer: Any, cfg: Config, tokenizer: Any) -> None:
         tokenizer.save_pretrained(out)
 
 
+def final_eval(trainer: Any) -> dict[str, float]:
+    """The evaluation metrics at the last step (run now unless eval_steps already did at that step)."""
+    step = trainer.state.global_step
+    done = [h for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
+    return done[-1] if done else trainer.evaluate()
+
+
 def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
     """Run training; returns {"log_history", "stats", "output_dir", "global_step", "eval"}."""
     prepared = prepare(cfg, progress)
@@ -189,7 +196,7 @@ def train(cfg: Config, progress: bool = True) -> dict[str, Any]:
                           "eval_rows": len(d.eval), "loss": prepared.loss, "token_cache": d.cache,
                           "token_cache_hit": d.cache_hit}))
     trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = trainer.evaluate() if prepared.data.eval else {}
+    metrics = final_eval(trainer) if prepared.data.eval else {}
     save_final(trainer, cfg, prepared.loaded.tokenizer)
     return {
         "log_history": trainer.state.log_history,
