@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train the baseline: sequential twins of the Multiverse rows, plain causal attention",
     )
-    parser.add_argument("--dry-run", action="store_true", help="load and tokenise the data, print statistics, stop")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="load and tokenise the data (filling the token cache), print statistics, stop")
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -64,8 +65,11 @@ def run(args: argparse.Namespace) -> int:
 
         tok = load_tokenizer(cfg.model)
         add_structure_tokens(None, tok)
-        rows, stats = runner.build_rows(cfg, tok)
-        print(json.dumps({"event": "dry_run", "rows": len(rows), **stats.__dict__}))
+        from training.rows import build_rows
+
+        rows = build_rows(cfg, tok)  # also fills the token cache, so a cluster job can start from it
+        print(json.dumps({"event": "dry_run", "rows": len(rows.train), "eval_rows": len(rows.eval),
+                          "token_cache": rows.cache, **rows.stats.__dict__}))
         return 0
     try:
         result = runner.train(cfg)
