@@ -130,6 +130,9 @@ def test_token_cache_is_reused_and_keyed_by_data_and_settings(assets: Path, tmp_
     again = build_rows(cfg, tok, progress=False)
     assert not again.cache_hit and again.train == first.train
     assert token_cache.load(Path(first.cache)) is not None
+    off = build_rows(tiny_config(assets, tmp_path / "o", "data.mixing=curriculum", "data.packing=true",
+                                 "data.token_cache=false"), tok, progress=False)
+    assert off.cache is None and off.train == first.train and off.sha256 == first.sha256
 
 
 def test_data_change_changes_the_cache_key(assets: Path, tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ def config(assets: Path, out: Path, *extra: str):
             f"data.multiverse={assets / 'data.jsonl'}",
             "data.block_size=512",
             f"train.output_dir={out}",
+            f"data.cache_dir={out.parent / 'cache'}",
             "train.learning_rate=0.003",
             "train.warmup_ratio=0.1",
             "train.logging_steps=1",

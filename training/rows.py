@@ -87,12 +87,12 @@ def build_rows(cfg: Config, tokenizer: Any, progress: bool = True) -> Rows:
         entry = token_cache.cache_dir(cfg) / f"{name}.npz"
         hit = token_cache.load(entry)
         if hit is not None:
-            splits, stats = hit
-            return Rows(splits["train"], splits.get("eval", []), EncodeStats(**stats), digests,
-                        token_cache.rows_sha256(splits), str(entry), True)
+            splits, stats, sha = hit
+            return Rows(splits["train"], splits.get("eval", []), EncodeStats(**stats), digests, sha, str(entry), True)
     train, evals, stats = _build(cfg, tokenizer, progress)
     splits = {"train": train, "eval": evals}
-    if entry is not None:
-        token_cache.save(entry, splits, dataclasses.asdict(stats))
-        print(json.dumps({"event": "token_cache_written", "path": str(entry)}))
-    return Rows(train, evals, stats, digests, token_cache.rows_sha256(splits), str(entry) if entry else None, False)
+    if entry is None:
+        return Rows(train, evals, stats, digests, token_cache.rows_sha256(splits), None, False)
+    sha = token_cache.save(entry, splits, dataclasses.asdict(stats))
+    print(json.dumps({"event": "token_cache_written", "path": str(entry)}))
+    return Rows(train, evals, stats, digests, sha, str(entry), False)

@@ -5,7 +5,7 @@ the tokenizer digest). One entry is one `.npz` file in `<cache_dir>/tokens/`:
 
     <split>.<column>   int32 [sum of row lengths]   the rows of `split` (train | eval) concatenated, per column
     <split>.offsets    int64 [rows + 1]             row r is [offsets[r], offsets[r + 1])
-    meta               a JSON string: {"stats": EncodeStats fields, "columns": [...]}
+    meta               a JSON string: {"stats": EncodeStats fields, "columns", "splits", "sha256" of the rows}
 
 It is written to a temporary name and renamed, so a reader sees a whole entry or none; a damaged entry is ignored
 (and rewritten). Under `main_process_first` rank 0 writes it and the other processes of a shared file system read it.
@@ -56,31 +56,42 @@ def from_arrays(split: str, arrays: Any, columns: list[str]) -> list[Sample]:
     return [{c: v[offsets[r]: offsets[r + 1]] for c, v in cols.items()} for r in range(len(offsets) - 1)]
 
 
-def rows_sha256(splits: dict[str, list[Sample]]) -> str:
-    """A digest of the rows' token ids, labels and doc ids (what the fingerprint compares)."""
+def _digest(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
-    for split in sorted(splits):
-        for name, array in sorted(to_arrays(split, splits[split]).items()):
-            h.update(name.encode())
-            h.update(np.ascontiguousarray(array).tobytes())
+    for name, array in sorted(arrays.items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()
 
 
-def save(path: Path, splits: dict[str, list[Sample]], stats: dict[str, Any]) -> None:
+def _all_arrays(splits: dict[str, list[Sample]]) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
-    columns = sorted({c for rows in splits.values() for c in _columns(rows)})
-    for split, rows in splits.items():
+    for split, rows in sorted(splits.items()):
         arrays |= to_arrays(split, rows)
-    meta = {"stats": stats, "columns": columns, "splits": sorted(splits)}
+    return arrays
+
+
+def rows_sha256(splits: dict[str, list[Sample]]) -> str:
+    """A digest of the rows' token ids, labels and doc ids (what the fingerprint compares)."""
+    return _digest(_all_arrays(splits))
+
+
+def save(path: Path, splits: dict[str, list[Sample]], stats: dict[str, Any]) -> str:
+    """Write the entry; returns the rows' sha256 (stored in it, so a cache hit need not hash again)."""
+    arrays = _all_arrays(splits)
+    columns = sorted({c for rows in splits.values() for c in _columns(rows)})
+    sha = _digest(arrays)
+    meta = {"stats": stats, "columns": columns, "splits": sorted(splits), "sha256": sha}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with tmp.open("wb") as f:
         np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
     tmp.replace(path)
+    return sha
 
 
-def load(path: Path) -> tuple[dict[str, list[Sample]], dict[str, Any]] | None:
-    """(rows per split, stats) of a whole entry; None when absent or unreadable."""
+def load(path: Path) -> tuple[dict[str, list[Sample]], dict[str, Any], str] | None:
+    """(rows per split, stats, rows sha256) of a whole entry; None when absent or unreadable."""
     if not path.is_file():
         return None
     try:
@@ -90,4 +101,4 @@ def load(path: Path) -> tuple[dict[str, list[Sample]], dict[str, Any]] | None:
     except (OSError, ValueError, KeyError) as e:
         print(json.dumps({"event": "token_cache_unreadable", "path": str(path), "error": str(e)}))
         return None
-    return splits, meta["stats"]
+    return splits, meta["stats"], meta["sha256"]
