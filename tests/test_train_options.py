@@ -55,7 +55,7 @@ def test_eval_loss_is_logged_and_returned(assets: Path, tmp_path: Path) -> None:
 
 def test_eval_split_from_a_local_file(assets: Path, tmp_path: Path) -> None:
     write_jsonl(synthetic_rows(3, seed=9), tmp_path / "eval.jsonl")
-    cfg = tiny_config(assets, tmp_path / "o", f"data.eval_split={tmp_path / 'eval.jsonl'}")
+    cfg = tiny_config(assets, tmp_path / "o", f"data.eval_split={tmp_path / 'eval.jsonl'}", "data.mixing=shuffled")
     rows = build_rows(cfg, _tokenizer(cfg), progress=False)
     assert len(rows.eval) == 6 and len(rows.train) == 24  # 3 rows x (Multiverse + sequential); training untouched
     with pytest.raises(ConfigError, match="not both"):

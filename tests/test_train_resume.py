@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from transformers import TrainerCallback
-
-from tests.train_support import losses, tiny_config, tiny_overrides, write_assets
+from tests.train_support import StopAt, losses, tiny_config, tiny_overrides, write_assets
 from training import checkpoints, metrics_log
 from training.config import ConfigError
 from training.run import build_trainer, prepare, resume_point, train
@@ -75,16 +73,6 @@ def test_baseline_refuses_an_output_dir_holding_the_multiverse_model(assets: Pat
     ok = train(tiny_config(assets, out, "train.max_steps=1", "train.resume=auto", "train.mode=autoregressive",
                            "train.resume_check=false"), progress=False)
     assert ok["global_step"] == 1
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-        return control
 
 
 def test_incomplete_checkpoints_are_skipped_and_the_curve_is_unchanged(assets: Path, tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from training.config import Config, load_config
 from training.tiny_assets import synthetic_rows, write_jsonl, write_tiny_model
 
@@ -24,7 +26,6 @@ def tiny_overrides(assets: Path, out: Path, *extra: str) -> list[str]:
         "model.dtype=float32",
         f"data.multiverse={assets / 'data.jsonl'}",
         "data.block_size=512",
-        "data.mixing=shuffled",
         f"data.cache_dir={out.parent / 'cache'}",
         f"train.output_dir={out}",
         "train.learning_rate=0.003",
@@ -37,3 +38,15 @@ def tiny_overrides(assets: Path, out: Path, *extra: str) -> list[str]:
 
 def losses(history: list[dict]) -> dict[int, float]:
     return {h["step"]: h["loss"] for h in history if "loss" in h}
+
+
+class StopAt(TrainerCallback):
+    """Stops training after `step` optimizer steps (a run interrupted at a known point)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control

@@ -99,7 +99,7 @@ class TrainConfig:
     resume: str | None = None  # a checkpoint directory, or "auto" (the newest in output_dir)
     seed: int = 42
     mask_block: int = 128  # FlexAttention block size; also the tile used to report skipped blocks
-    report_to: str = "none"  # none | tensorboard | wandb ... (HF Trainer integrations; checked against what is installed)
+    report_to: str = "none"  # none | tensorboard | wandb ... (HF Trainer integrations, checked as installed)
     dataloader_workers: int = 0
     loss: str = "auto"  # auto (liger on CUDA when installed, else chunked) | chunked | liger | plain
     loss_chunk_tokens: int = 4096  # tokens per chunk of the chunked cross-entropy
@@ -127,7 +127,8 @@ class Config:
         if self.data.eval_fraction and self.data.eval_split:
             raise ConfigError("set data.eval_fraction or data.eval_split, not both")
         if not isinstance(self.train.extra_args, dict):
-            raise ConfigError(f"train.extra_args must be a mapping of TrainingArguments fields, got {self.train.extra_args!r}")
+            raise ConfigError("train.extra_args must be a mapping of TrainingArguments fields, "
+                              f"got {self.train.extra_args!r}")
         if not self.model.name_or_path:
             raise ConfigError("model.name_or_path is required (a local directory or a hub name)")
         if not self.data.multiverse and not self.data.autoregressive:

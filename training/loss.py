@@ -32,12 +32,15 @@ def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels[:, 1:], (0, 1), value=IGNORE)
 
 
-def _chunk_sum(head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+Head = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _chunk_sum(head: Head, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = head(hidden).float()  # [chunk, V], the only logits alive at a time
     return F.cross_entropy(logits, targets, reduction="sum")
 
 
-def chunked_cross_entropy(head: Callable[[torch.Tensor], torch.Tensor], hidden: torch.Tensor, labels: torch.Tensor,
+def chunked_cross_entropy(head: Head, hidden: torch.Tensor, labels: torch.Tensor,
                           chunk: int, num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
     """hidden [B, L, H], labels [B, L] (unshifted, -100 = no target) -> scalar loss, as the plain causal-LM loss."""
     targets = shifted_targets(labels).reshape(-1)
