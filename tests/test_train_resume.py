@@ -137,3 +137,13 @@ def test_a_real_kill_during_a_save_resumes_from_a_complete_checkpoint(assets: Pa
     result = train(tiny_config(assets, out, *steps, "train.resume=auto"), progress=False)
     assert result["global_step"] == 12
     assert [r["step"] for r in metrics_log.read(out / metrics_log.FILE) if "loss" in r] == list(range(1, 13))
+
+
+def test_an_explicit_incomplete_checkpoint_is_an_error(assets: Path, finished: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "checkpoint-2"
+    shutil.copytree(finished / "checkpoint-2", broken)
+    (broken / checkpoints.MARKER).unlink()
+    with pytest.raises(ConfigError, match="is not a complete checkpoint: no multiverse_complete.json"):
+        resume_point(tiny_config(assets, finished, f"train.resume={broken}"))
+    unchecked = tiny_config(assets, finished, f"train.resume={broken}", "train.resume_check=false")
+    assert resume_point(unchecked) == str(broken)

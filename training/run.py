@@ -116,8 +116,9 @@ def resume_point(cfg: Config) -> str | None:
     if not Path(r).is_dir():
         raise FileNotFoundError(f"train.resume: checkpoint directory {r} does not exist")
     why = checkpoints.problem(r)
-    if why is not None:
-        raise ConfigError(f"train.resume: {r} is not a complete checkpoint: {why}")
+    if why is not None and cfg.train.resume_check:
+        raise ConfigError(f"train.resume: {r} is not a complete checkpoint: {why} "
+                          "(one saved before completion markers existed: set train.resume_check: false)")
     return r
 
 
