@@ -70,7 +70,7 @@ class DataConfig:
     packing: bool = False  # concatenate samples into rows of up to block_size tokens
     on_bad_row: str = "error"  # error: stop at a malformed Multiverse trace (naming the row) | skip: count and go on
     seed: int = 42
-    eval_fraction: float = 0.0  # hold out this share of the source rows (all their kinds) as the evaluation set
+    eval_fraction: float = 0.0  # hold out this share of the distinct questions (with all their rows) for evaluation
     eval_split: str | None = None  # or: a split of the hub dataset(s) (e.g. test) or a local file of Multiverse rows
     token_cache: bool = True  # reuse tokenised rows keyed by data hash + tokenizer + data settings
     cache_dir: str | None = None  # None: $MULTIVERSE_CACHE or ~/.cache/multiverse, subfolder tokens/
@@ -109,6 +109,10 @@ class TrainConfig:
     hub_model_id: str | None = None
     extra_args: dict[str, Any] = field(default_factory=dict)  # any other TrainingArguments field, checked by name
 
+    def __post_init__(self) -> None:
+        # `{mode}` in output_dir becomes the mode, so the baseline of a config never shares its Multiverse folder
+        object.__setattr__(self, "output_dir", self.output_dir.replace("{mode}", self.mode))
+
 
 @dataclass(frozen=True)
 class Config:
@@ -117,11 +121,25 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
+        self._check_run_options()
         check_choice("data.mixing", self.data.mixing, ("curriculum", "shuffled", "multiverse_only"))
         check_choice("data.truncation", self.data.truncation, ("cut", "drop"))
         check_choice("data.on_bad_row", self.data.on_bad_row, ("error", "skip"))
         check_choice("train.mode", self.train.mode, ("multiverse", "autoregressive"))
+        if not self.model.name_or_path:
+            raise ConfigError("model.name_or_path is required (a local directory or a hub name)")
+        if not self.data.multiverse and not self.data.autoregressive:
+            raise ConfigError("data.multiverse or data.autoregressive must name a dataset or a file")
+        for key in ("data.block_size", "train.micro_batch_size", "train.grad_accum", "train.mask_block"):
+            if get_dotted(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {get_dotted(self, key)}")
+        return self
+
+    def _check_run_options(self) -> None:
+        """Loss, evaluation and TrainingArguments passthrough keys."""
         check_choice("train.loss", self.train.loss, ("auto", "chunked", "liger", "plain"))
+        if self.train.loss_chunk_tokens < 1:
+            raise ConfigError(f"train.loss_chunk_tokens must be >= 1, got {self.train.loss_chunk_tokens}")
         if not 0.0 <= self.data.eval_fraction < 1.0:
             raise ConfigError(f"data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
         if self.data.eval_fraction and self.data.eval_split:
@@ -129,27 +147,12 @@ class Config:
         if not isinstance(self.train.extra_args, dict):
             raise ConfigError("train.extra_args must be a mapping of TrainingArguments fields, "
                               f"got {self.train.extra_args!r}")
-        if not self.model.name_or_path:
-            raise ConfigError("model.name_or_path is required (a local directory or a hub name)")
-        if not self.data.multiverse and not self.data.autoregressive:
-            raise ConfigError("data.multiverse or data.autoregressive must name a dataset or a file")
-        for key in ("data.block_size", "train.micro_batch_size", "train.grad_accum", "train.mask_block",
-                    "train.loss_chunk_tokens"):
-            if get_dotted(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {get_dotted(self, key)}")
-        return self
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:  # type: ignore[assignment]
     """Read a YAML file (or start from defaults when path is None) and apply `section.key=value` overrides."""
     tree, where = read_tree(path, overrides)
-    return with_mode_dir(build(Config, tree, where).validate())
-
-
-def with_mode_dir(cfg: Config) -> Config:
-    """`{mode}` in train.output_dir becomes the mode, so the baseline of a config never shares its folder."""
-    out = cfg.train.output_dir.replace("{mode}", cfg.train.mode)
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=out))
+    return build(Config, tree, where).validate()
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:
