@@ -36,8 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="train the baseline: sequential twins of the Multiverse rows, plain causal attention",
     )
-    parser.add_argument("--dry-run", action="store_true",
-                        help="load and tokenise the data (filling the token cache), print statistics, stop")
+    parser.add_argument("--dry-run", action="store_true", help="load and tokenise the data, print statistics, stop")
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
