@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from multiverse.tags import TAGS, TagIds
 from training.config import load_config
 from training.run import build_trainer, prepare, train
-from training.tiny_assets import synthetic_rows, write_jsonl, write_tiny_model
+from tests.train_support import StopAt, losses, tiny_config, write_assets
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "training" / "configs"
@@ -21,38 +21,13 @@ CONFIGS = REPO / "training" / "configs"
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    write_tiny_model(root / "model", hidden_size=48)  # no structure tags yet: the trainer adds them
-    write_jsonl(synthetic_rows(12), root / "data.jsonl")
-    return root
-
-
-def config(assets: Path, out: Path, *extra: str):
-    return load_config(
-        None,
-        [
-            f"model.name_or_path={assets / 'model'}",
-            "model.attn_implementation=sdpa",
-            "model.dtype=float32",
-            f"data.multiverse={assets / 'data.jsonl'}",
-            "data.block_size=512",
-            f"train.output_dir={out}",
-            "train.learning_rate=0.003",
-            "train.warmup_ratio=0.1",
-            "train.logging_steps=1",
-            "train.micro_batch_size=2",
-            *extra,
-        ],
-    )
-
-
-def losses(history: list[dict]) -> dict[int, float]:
-    return {h["step"]: h["loss"] for h in history if "loss" in h}
+    return write_assets(tmp_path_factory.mktemp("tiny"))
 
 
 def test_tiny_qwen2_learns_and_reloads(assets: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cfg = config(assets, out, "train.max_steps=16", "train.save_steps=100", "data.packing=true", "data.mixing=shuffled")
+    cfg = tiny_config(assets, out, "train.max_steps=16", "train.save_steps=100", "data.packing=true",
+                      "data.mixing=shuffled")
     result = train(cfg, progress=False)
     curve = list(losses(result["log_history"]).values())
     assert len(curve) == 16
@@ -69,7 +44,7 @@ def test_tiny_qwen2_learns_and_reloads(assets: Path, tmp_path: Path) -> None:
     base = AutoModelForCausalLM.from_pretrained(assets / "model")
     assert base.get_input_embeddings().weight.shape[0] < len(tok)  # the tags were added by the trainer
     # the reloaded model is the trained one: same loss as the final in-memory weights on a fresh batch
-    prepared = prepare(config(assets, tmp_path / "x", "model.name_or_path=" + str(out)), progress=False)
+    prepared = prepare(tiny_config(assets, tmp_path / "x", "model.name_or_path=" + str(out)), progress=False)
     batch = prepared.collator(prepared.rows[:2])
     batch.pop("mask_stats")
     with torch.no_grad():
@@ -77,27 +52,17 @@ def test_tiny_qwen2_learns_and_reloads(assets: Path, tmp_path: Path) -> None:
     assert reloaded < curve[0]
 
 
-class StopAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kw):  # noqa: ANN001, ANN201
-        if state.global_step >= self.step:
-            control.should_training_stop = True
-        return control
-
-
 def test_resume_gives_the_same_loss_curve(assets: Path, tmp_path: Path) -> None:
     extra = ("train.max_steps=6", "train.save_steps=3", "train.grad_accum=2")
-    full = train(config(assets, tmp_path / "full", *extra), progress=False)
+    full = train(tiny_config(assets, tmp_path / "full", *extra), progress=False)
     reference = losses(full["log_history"])
 
-    cfg = config(assets, tmp_path / "split", *extra)
+    cfg = tiny_config(assets, tmp_path / "split", *extra)
     first = build_trainer(cfg, prepare(cfg, progress=False))
     first.add_callback(StopAt(3))
     first.train()
     assert first.state.global_step == 3 and (tmp_path / "split" / "checkpoint-3").is_dir()
-    resumed = train(config(assets, tmp_path / "split", *extra, "train.resume=auto"), progress=False)
+    resumed = train(tiny_config(assets, tmp_path / "split", *extra, "train.resume=auto"), progress=False)
     curve = {**losses(first.state.log_history), **losses(resumed["log_history"])}
     assert sorted(curve) == sorted(reference) == [1, 2, 3, 4, 5, 6]
     for step in reference:
@@ -105,7 +70,7 @@ def test_resume_gives_the_same_loss_curve(assets: Path, tmp_path: Path) -> None:
 
 
 def test_autoregressive_baseline_trains_without_skipped_blocks(assets: Path, tmp_path: Path) -> None:
-    cfg = config(assets, tmp_path / "ar", "train.max_steps=2", "train.mode=autoregressive", "data.mixing=shuffled")
+    cfg = tiny_config(assets, tmp_path / "ar", "train.max_steps=2", "train.mode=autoregressive", "data.mixing=shuffled")
     result = train(cfg, progress=False)
     logged = [h for h in result["log_history"] if "loss" in h]
     assert logged and all(h["attn_blocks_skipped"] == 0 for h in logged)  # plain causal, one document per row

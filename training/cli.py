@@ -73,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
         tok = load_tokenizer(cfg.model)
         add_structure_tokens(None, tok)
-        rows, stats = runner.build_rows(cfg, tok)
-        print(json.dumps({"event": "dry_run", "rows": len(rows), **stats.__dict__}))
+        from training.rows import build_rows
+
+        rows = build_rows(cfg, tok)  # also fills the token cache, so a cluster job can start from it
+        print(json.dumps({"event": "dry_run", "rows": len(rows.train), "eval_rows": len(rows.eval),
+                          "token_cache": rows.cache, **rows.stats.__dict__}))
         return 0
     result = runner.train(cfg)
     print(json.dumps({"event": "done", "output_dir": result["output_dir"], "global_step": result["global_step"]}))

@@ -14,6 +14,18 @@ from multiverse.config_io import ConfigError, check_at_least, check_choice, load
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """PEFT LoRA adapters (the `peft` extra); r = 0 trains all weights."""
+
+    r: int = 0
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: str | tuple[str, ...] = "all-linear"  # "all-linear" or module names, e.g. [q_proj, v_proj]
+    train_tag_embeddings: bool = True  # the twelve added tags' embedding (and tied head) rows stay trainable
+    merge_on_save: bool = True  # output_dir gets the merged full model; the adapter goes to output_dir/adapter
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name_or_path: str = ""  # local directory or hub name of a causal LM (and its tokenizer)
     tokenizer: str | None = None  # defaults to name_or_path
@@ -22,6 +34,7 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     pad_token: str | None = None  # None: keep the tokenizer's, else <|fim_pad|> when present, else eos
     trust_remote_code: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,10 @@ class DataConfig:
     packing: bool = False  # concatenate samples into rows of up to block_size tokens
     on_bad_row: str = "error"  # error: stop at a malformed Multiverse trace (naming the row) | skip: count and go on
     seed: int = 42
+    eval_fraction: float = 0.0  # hold out this share of the distinct questions (with all their rows) for evaluation
+    eval_split: str | None = None  # or: a split of the hub dataset(s) (e.g. test) or a local file of Multiverse rows
+    token_cache: bool = True  # reuse tokenised rows keyed by data hash + tokenizer + data settings
+    cache_dir: str | None = None  # None: $MULTIVERSE_CACHE or ~/.cache/multiverse, subfolder tokens/
 
 
 @dataclass(frozen=True)
@@ -82,8 +99,19 @@ class TrainConfig:
     resume: str | None = None  # a checkpoint directory, or "auto" (the newest in output_dir)
     seed: int = 42
     mask_block: int = 128  # FlexAttention block size; also the tile used to report skipped blocks
-    report_to: str = "none"  # none | tensorboard | wandb ... (HF Trainer integrations)
+    report_to: str = "none"  # none | tensorboard | wandb ... (HF Trainer integrations, checked as installed)
     dataloader_workers: int = 0
+    loss: str = "auto"  # auto (liger on CUDA when installed, else chunked) | chunked | liger | plain
+    loss_chunk_tokens: int = 4096  # tokens per chunk of the chunked cross-entropy
+    eval_steps: int | None = None  # None: evaluate once at the end (when there is an evaluation set)
+    resume_check: bool = True  # refuse a checkpoint or output_dir of another run (mode, data, model, hyperparameters)
+    push_to_hub: bool = False  # TrainingArguments.push_to_hub (the final save is pushed)
+    hub_model_id: str | None = None
+    extra_args: dict[str, Any] = field(default_factory=dict)  # any other TrainingArguments field, checked by name
+
+    def __post_init__(self) -> None:
+        # `{mode}` in output_dir becomes the mode, so the baseline of a config never shares its Multiverse folder
+        object.__setattr__(self, "output_dir", self.output_dir.replace("{mode}", self.mode))
 
 
 @dataclass(frozen=True)
@@ -93,6 +121,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "Config":
+        self._check_run_options()
         check_choice("data.mixing", self.data.mixing, ("curriculum", "shuffled", "multiverse_only"))
         check_choice("data.truncation", self.data.truncation, ("cut", "drop"))
         check_choice("data.on_bad_row", self.data.on_bad_row, ("error", "skip"))
@@ -103,6 +132,19 @@ class Config:
             raise ConfigError("data.multiverse or data.autoregressive must name a dataset or a file", "data")
         check_at_least(self, ("data.block_size", "train.micro_batch_size", "train.grad_accum", "train.mask_block"), 1)
         return self
+
+    def _check_run_options(self) -> None:
+        """Loss, evaluation and TrainingArguments passthrough keys."""
+        check_choice("train.loss", self.train.loss, ("auto", "chunked", "liger", "plain"))
+        if self.train.loss_chunk_tokens < 1:
+            raise ConfigError(f"train.loss_chunk_tokens must be >= 1, got {self.train.loss_chunk_tokens}")
+        if not 0.0 <= self.data.eval_fraction < 1.0:
+            raise ConfigError(f"data.eval_fraction must be in [0, 1), got {self.data.eval_fraction}")
+        if self.data.eval_fraction and self.data.eval_split:
+            raise ConfigError("set data.eval_fraction or data.eval_split, not both")
+        if not isinstance(self.train.extra_args, dict):
+            raise ConfigError("train.extra_args must be a mapping of TrainingArguments fields, "
+                              f"got {self.train.extra_args!r}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:  # type: ignore[assignment]

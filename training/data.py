@@ -26,19 +26,23 @@ class Example:
     origin: str  # "<source>#<row>" for error messages
 
 
-def load_rows(source: str, cfg: DataConfig) -> list[dict[str, Any]]:
-    """All rows of a local file or a hub dataset split, as plain dicts (first `max_rows` when set)."""
+def open_dataset(source: str, cfg: DataConfig, split: str | None = None) -> Any:
+    """A `datasets.Dataset` from a local jsonl/json/parquet file, a save_to_disk folder or a hub split."""
     import datasets
 
     path = Path(source)
     if path.suffix in LOCAL_FORMATS:
         if not path.is_file():
             raise ConfigError(f"data file {source} does not exist")
-        ds = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
-    elif path.is_dir() and (path / "dataset_info.json").exists():
-        ds = datasets.load_from_disk(str(path))
-    else:
-        ds = datasets.load_dataset(source, cfg.subset, split=cfg.split)
+        return datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path), split="train")
+    if path.is_dir() and (path / "dataset_info.json").exists():
+        return datasets.load_from_disk(str(path))
+    return datasets.load_dataset(source, cfg.subset, split=split or cfg.split)
+
+
+def load_rows(source: str, cfg: DataConfig, split: str | None = None) -> list[dict[str, Any]]:
+    """All rows of a local file or a hub dataset split, as plain dicts (first `max_rows` when set)."""
+    ds = open_dataset(source, cfg, split)
     if cfg.max_rows is not None:
         ds = ds.select(range(min(cfg.max_rows, len(ds))))
     return [dict(row) for row in ds]

@@ -88,17 +88,24 @@ def fit(sample: dict[str, list[int]], cfg: DataConfig, stats: EncodeStats) -> di
 def encode_all(
     examples: Iterable[Example], tokenizer: Any, cfg: DataConfig, progress: bool = True
 ) -> tuple[list[dict[str, list[int]]], EncodeStats]:
+    """Encode each distinct example once (the curriculum repeats rows), then fit every occurrence."""
     stats = EncodeStats()
     out = []
     items = list(examples)
+    encoded: dict[Example, dict[str, list[int]] | ConfigError] = {}
     for ex in tqdm(items, desc="tokenising", disable=not progress, unit="row"):
-        try:
-            sample = fit(encode_example(ex, tokenizer, cfg), cfg, stats)
-        except ConfigError:
+        if ex not in encoded:
+            try:
+                encoded[ex] = encode_example(ex, tokenizer, cfg)
+            except ConfigError as e:
+                encoded[ex] = e
+        full = encoded[ex]
+        if isinstance(full, ConfigError):
             if cfg.on_bad_row == "error":
-                raise
+                raise full
             stats.skipped_bad += 1
             continue
+        sample = fit(full, cfg, stats)
         if sample is None:
             continue
         out.append(sample)

@@ -23,6 +23,7 @@ class Loaded:
     tokenizer: Any
     attn_implementation: str
     added_tags: tuple[str, ...]
+    use_cache: bool = True  # the model's own setting (saved configs keep it; training runs without a cache)
 
 
 def resolve_attention(cfg: ModelConfig) -> str:
@@ -78,6 +79,7 @@ def load(cfg: ModelConfig) -> Loaded:
     )
     added = add_structure_tokens(model, tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id
+    use_cache = bool(getattr(model.config, "use_cache", True))
     model.config.use_cache = False
     model.train()
-    return Loaded(model, tokenizer, attn, tuple(added))
+    return Loaded(model, tokenizer, attn, tuple(added), use_cache)
