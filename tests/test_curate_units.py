@@ -102,25 +102,30 @@ def test_cache_is_keyed_by_everything_that_changes_a_reply(tmp_path) -> None:
     assert k != cache_key("m", [{"role": "user", "content": "hi!"}], {"temperature": 0.0}, 1)
     cache = ResponseCache(tmp_path)
     assert cache.get(k) is None
-    cache.put(k, "reply")
-    assert ResponseCache(tmp_path).get(k) == "reply"
+    cache.put(k, "reply", (12, 3))
+    assert ResponseCache(tmp_path).get(k) == {"key": k, "reply": "reply", "usage": [12, 3]}
     (tmp_path / k[:2] / f"{k}.json").write_text('{"key": "', encoding="utf-8")  # torn file: a miss
     assert cache.get(k) is None
 
 
-def test_journal_drops_a_torn_tail_and_keeps_the_first_final_entry(tmp_path) -> None:
+def test_journal_drops_a_torn_tail_and_keeps_the_latest_entry(tmp_path) -> None:
     j = Journal(tmp_path)
-    j.append({"id": "a", "index": 0, "status": "ok"})
+    j.append({"id": "a", "index": 0, "status": "ok", "input": "d1"})
     j.append({"id": "b", "index": 1, "status": "failed", "retryable": True})
+    j.append({"id": "c", "index": 2, "status": "failed", "retryable": False})
     j.close()
     with open(tmp_path / "journal.jsonl", "a", encoding="utf-8") as f:
-        f.write('{"id": "c", "ind')
+        f.write('{"id": "d", "ind')
     j = Journal(tmp_path)
-    assert j.done("a") and not j.done("b") and "c" not in j.entries
-    j.append({"id": "a", "index": 0, "status": "failed"})
+    assert j.done("a", "d1") and not j.done("a", "d2")  # a changed input row is curated again
+    assert not j.done("b") and j.done("c") and not j.done("c", retry_failed=True) and "d" not in j.entries
+    assert (j.tries("a"), j.tries("d")) == (1, 0)
     j.append({"id": "b", "index": 1, "status": "ok"})
+    j.append({"id": "c", "index": 2, "status": "ok", "round": 1})
     j.close()
-    assert j.entries["a"]["status"] == "ok" and j.entries["b"]["status"] == "ok"
+    j = Journal(tmp_path)
+    assert j.entries["b"]["status"] == "ok" and j.entries["c"]["status"] == "ok" and j.tries("c") == 2
+    j.close()
     lines = (tmp_path / "journal.jsonl").read_text().splitlines()
     assert all(json.loads(line) for line in lines)
 
