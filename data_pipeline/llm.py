@@ -170,9 +170,10 @@ def retry_after(err: Exception) -> float | None:
     headers = response.headers if response is not None else {}
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         try:
-            return min(float(headers[name]) * scale, 600.0) if headers.get(name) else None
+            if headers.get(name):
+                return min(float(headers[name]) * scale, 600.0)
         except ValueError:
-            continue
+            continue  # an HTTP date: fall back to our backoff
     return None
 
 

@@ -7,7 +7,8 @@ JSON, broken structure (overlapping spans, unknown ids, a wrong outline count) a
 the paths' sentences dropped). Kinds that are never drawn unless listed in `faults`: a refusal with HTTP 400
 ("context length"), 401, 403 or 404; "trickle" (a valid reply sent in pieces over `trickle_seconds`); "prose"
 (a valid JSON reply wrapped in prose). Replies carry `usage` (whitespace-separated words of the prompt and of
-the reply). Every request's arrival time (time.monotonic) and body are kept in `arrivals` and `bodies`.
+the reply). Every request's arrival time (time.monotonic), body and fault are kept in `arrivals`, `bodies`
+and `drawn`.
 It is bounded: it stops itself after `max_requests` requests or `max_seconds`.
 """
 from __future__ import annotations
@@ -60,6 +61,7 @@ class ScriptedServer:
         self.faults: dict[str, int] = {}
         self.arrivals: list[float] = []  # time.monotonic() of each request, in arrival order
         self.bodies: list[dict[str, Any]] = []
+        self.drawn: list[str] = []  # the fault of each request ("" for none), in arrival order
         self._lock = threading.Lock()
         self._rng = random.Random(cfg.seed)
         self._httpd = _QuietServer(("127.0.0.1", port), _handler(self))
@@ -104,6 +106,7 @@ class ScriptedServer:
             self.arrivals.append(time.monotonic())
             self.bodies.append(body)
             if self.requests > self.cfg.max_requests:
+                self.drawn.append("limit")
                 self.stop()
                 return None
             rng = self._rng
@@ -114,6 +117,7 @@ class ScriptedServer:
             if rng.random() < self.cfg.fault_rate:
                 fault = rng.choice(self.cfg.faults)
                 self.faults[fault] = self.faults.get(fault, 0) + 1
+            self.drawn.append(fault)
             return fault
 
 
