@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,23 +22,9 @@ from data_pipeline.config import CurateConfig
 from data_pipeline.grouping import Block, Item, blocks_of, plan
 from data_pipeline.llm import LLM, EndpointError, ReplyError
 from data_pipeline.prompts import Prompt
+from data_pipeline.sample import Sample
 from data_pipeline.sentences import numbered, split_sentences
 from data_pipeline.steps import Step, edges_from_reply, outline_text, steps_from_reply
-
-
-@dataclass(frozen=True)
-class Sample:
-    index: int  # position in the input (output order)
-    id: str
-    question: str
-    trace: str
-    row: dict[str, Any]  # every input field, carried through
-
-    @property
-    def digest(self) -> str:
-        """A short hash of the row's content: a journaled sample whose row changed is curated again."""
-        text = json.dumps(self.row, sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 class StageFailed(Exception):

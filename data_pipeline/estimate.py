@@ -11,7 +11,7 @@ import math
 from typing import Any, Callable
 
 from data_pipeline.config import CurateConfig
-from data_pipeline.curator import Sample
+from data_pipeline.sample import Sample
 from data_pipeline.prompts import Prompt
 from data_pipeline.sentences import numbered, split_sentences
 

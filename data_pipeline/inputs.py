@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipeline.config import ConfigError, InputConfig
-from data_pipeline.curator import Sample
+from data_pipeline.sample import Sample
 
 
 def load_rows(cfg: InputConfig) -> list[dict[str, Any]]:

@@ -23,13 +23,11 @@ from tqdm import tqdm
 
 from data_pipeline import fingerprint
 from data_pipeline import report as reports
-from data_pipeline.cache import ResponseCache
-from data_pipeline.config import ConfigError, CurateConfig
-from data_pipeline.curator import Curator, Sample
+from data_pipeline.config import ConfigError, CurateConfig, LLMConfig
 from data_pipeline.inputs import load_rows, select, to_samples
-from data_pipeline.llm import LLM
 from data_pipeline.lock import FolderLock
-from data_pipeline.prompts import load_prompts
+from data_pipeline.prompts import Prompt, load_prompts
+from data_pipeline.sample import Sample
 from data_pipeline.store import Journal, peek, write_outputs
 
 
@@ -71,23 +69,24 @@ async def run_async(cfg: CurateConfig, console: Console | None = None,
             console.print(f"the earlier run in {cfg.out_dir} was moved to {archived}")
         journal = Journal(cfg.out_dir)
         todo = [s for s in samples if not journal.done(s.id, s.digest, options.retry_failed)]
-        tokenizer = _tokenizer(cfg) if todo or _stale_stats(journal, samples, cfg) else None
-        llm = LLM(llm_cfg, cfg.run, ResponseCache(cfg.cache_dir, cfg.cache.enabled))
+        stale = _stale_stats(journal, samples, cfg)
+        tokenizer = _tokenizer(cfg) if todo or stale else None
         try:
-            await _work(Curator(cfg, llm, prompts), todo, journal, cfg, len(samples), tokenizer)
+            for entry in stale:  # measured once, then kept: the next resume loads no tokenizer
+                journal.append(entry | {"structure": _trace_record(entry, cfg, tokenizer)})
+            calls = await _work(cfg, llm_cfg, prompts, todo, journal, len(samples), tokenizer) if todo else {}
         finally:
             journal.close()
-            await llm.close()
-        return _finish(cfg, samples, journal, llm.stats.as_dict(), tokenizer, console)
+        return _finish(cfg, samples, journal, calls, console)
 
 
-def _finish(cfg: CurateConfig, samples: list[Sample], journal: Journal, calls: dict[str, Any], tokenizer: Any,
+def _finish(cfg: CurateConfig, samples: list[Sample], journal: Journal, calls: dict[str, Any],
             console: Console) -> RunResult:
     rows = [(s.index, journal.entries[s.id]) for s in samples if s.id in journal.entries]
     previous = reports.read(cfg.out_dir)
     curated, failed = write_outputs(cfg.out_dir, rows)
     entries = [e for _, e in rows]
-    structure = _structure(entries, cfg, tokenizer)
+    structure = _structure(entries, cfg)
     report = reports.build(entries, len(samples), calls, structure, cfg, previous)
     if cfg.output.save_dataset and (report["outputs"] != previous.get("outputs")
                                     or not (cfg.out_dir / "dataset").exists()):
@@ -103,8 +102,15 @@ def _finish(cfg: CurateConfig, samples: list[Sample], journal: Journal, calls: d
     return RunResult(cfg.out_dir, curated, failed, report)
 
 
-async def _work(curator: Curator, todo: list[Sample], journal: Journal, cfg: CurateConfig, total: int,
-                tokenizer: Any) -> None:
+async def _work(cfg: CurateConfig, llm_cfg: LLMConfig, prompts: dict[str, "Prompt"], todo: list[Sample],
+                journal: Journal, total: int, tokenizer: Any) -> dict[str, Any]:
+    """Curate `todo`; returns the client's counters. The client exists only here (a resume with nothing to
+    do opens no connection)."""
+    from data_pipeline.cache import ResponseCache
+    from data_pipeline.curator import Curator  # the client (openai) only when there is work
+    from data_pipeline.llm import LLM
+
+    curator = Curator(cfg, LLM(llm_cfg, cfg.run, ResponseCache(cfg.cache_dir, cfg.cache.enabled)), prompts)
     queue: asyncio.Queue[Sample] = asyncio.Queue()
     for s in todo:
         queue.put_nowait(s)
@@ -128,6 +134,8 @@ async def _work(curator: Curator, todo: list[Sample], journal: Journal, cfg: Cur
         await asyncio.gather(*(worker() for _ in range(min(cfg.run.concurrency, len(todo)))))
     finally:
         bar.close()
+        await curator.llm.close()
+    return curator.llm.stats.as_dict()
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -156,31 +164,27 @@ def _trace_record(entry: dict[str, Any], cfg: CurateConfig, tokenizer: Any) -> d
     return {"tokenizer": cfg.tokenizer, **as_record(stats)}
 
 
-def _stale_stats(journal: Journal, samples: list[Sample], cfg: CurateConfig) -> bool:
-    """Some converted sample has no statistics for the configured tokenizer (an older run, another tokenizer)."""
+def _measured(entry: dict[str, Any], cfg: CurateConfig) -> bool:
+    """The entry holds its statistics for the configured tokenizer (None: the trace does not parse)."""
+    return "structure" in entry and (entry["structure"] is None or entry["structure"]["tokenizer"] == cfg.tokenizer)
+
+
+def _stale_stats(journal: Journal, samples: list[Sample], cfg: CurateConfig) -> list[dict[str, Any]]:
+    """Converted entries not yet measured with the configured tokenizer (an older run, another tokenizer)."""
     if cfg.tokenizer is None:
-        return False
-    return any(e["status"] == "ok" and (e.get("structure") or {}).get("tokenizer") != cfg.tokenizer
-               for e in (journal.entries.get(s.id) for s in samples) if e is not None)
+        return []
+    entries = (journal.entries.get(s.id) for s in samples)
+    return [e for e in entries if e is not None and e["status"] == "ok" and not _measured(e, cfg)]
 
 
-def _structure(entries: list[dict[str, Any]], cfg: CurateConfig, tokenizer: Any) -> dict[str, Any]:
+def _structure(entries: list[dict[str, Any]], cfg: CurateConfig) -> dict[str, Any]:
+    """The summary of the converted entries' statistics (every one is measured by now)."""
     if cfg.tokenizer is None:
         return {"traces": 0, "skipped": "no tokenizer configured"}
     from data_pipeline.stats import from_record, summarise
 
-    stats, unparsable = [], 0
-    for e in entries:
-        if e["status"] != "ok":
-            continue
-        rec = e.get("structure")
-        if rec is None or rec.get("tokenizer") != cfg.tokenizer:
-            rec = _trace_record(e, cfg, tokenizer)  # tokenizer is loaded whenever one is missing
-        if rec is None:
-            unparsable += 1
-        else:
-            stats.append(from_record(rec))
-    return summarise(stats, unparsable)
+    records = [e["structure"] for e in entries if e["status"] == "ok"]
+    return summarise([from_record(r) for r in records if r is not None], sum(r is None for r in records))
 
 
 # ---------------------------------------------------------------------------- dataset, push, dry run
