@@ -74,7 +74,8 @@ async def run_async(cfg: CurateConfig, console: Console | None = None,
         try:
             for entry in stale:  # measured once, then kept: the next resume loads no tokenizer
                 journal.append(entry | {"structure": _trace_record(entry, cfg, tokenizer)})
-            calls = await _work(cfg, llm_cfg, prompts, todo, journal, len(samples), tokenizer) if todo else {}
+            calls = await _work(cfg, llm_cfg, prompts, todo, journal, len(samples), tokenizer) if todo \
+                else {"requests": 0, "nothing_to_do": True}
         finally:
             journal.close()
         return _finish(cfg, samples, journal, calls, console)
