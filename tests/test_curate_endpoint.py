@@ -111,3 +111,18 @@ def test_rpm_limits_requests_in_any_window(tmp_path) -> None:
     assert result.report["converted"] == 2 and len(t) > 10
     assert max(sum(a <= b < a + 0.9 for b in t) for a in t) <= 6
     assert result.report["calls"]["rate_limited_s"] > 0
+
+
+def test_tpm_limits_tokens_in_any_window(tmp_path) -> None:
+    """run.tpm=1000 per 1 s window: the prompt words (the server's usage) of the requests arriving in any 0.9 s
+    stay within 1.5 x the limit (a request books characters / 4 when it starts, its usage when it returns, and
+    words and characters / 4 differ); unlimited, the same requests arrive within a fraction of a second."""
+    with ScriptedServer(ServerConfig(max_seconds=60)) as server:
+        result = curate(_cfg(tmp_path, server, rows=1, run={"concurrency": 8, "tpm": 1000, "rate_window": 1.0}))
+    assert result.report["converted"] == 1
+    used = [sum(len(str(m["content"]).split()) for m in b["messages"]) for b in server.bodies]
+    t = server.arrivals
+    assert sum(used) > 2 * 1000  # enough traffic to need the limiter
+    windows = [sum(u for b, u in zip(t, used) if a <= b < a + 0.9) for a in t]
+    assert max(windows) <= 1500 < sum(used) - max(used)
+    assert result.report["calls"]["rate_limited_s"] > 0
