@@ -60,7 +60,8 @@ def test_outputs_follow_the_current_input_order(tmp_path, server) -> None:
     before = server.requests
     result = curate(_cfg(tmp_path, server))
     assert server.requests == before  # nothing redone
-    assert [r["id"] for r in read_jsonl(tmp_path / "out" / "curated.jsonl")] == [r["id"] for r in rows]
+    ids = [r["id"] for r in rows]
+    assert [r["id"] for r in read_jsonl(tmp_path / "out" / "curated.jsonl")] == ids == [r["id"] for r in result.curated]
 
 
 def test_a_second_process_on_the_folder_fails_at_once_and_a_killed_holder_does_not_block(tmp_path, server) -> None:
