@@ -34,7 +34,8 @@ class ResponseCache:
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> str | None:
+    def get(self, key: str) -> dict[str, Any] | None:
+        """{"reply": text, "usage": [prompt_tokens, completion_tokens]} (usage absent in older entries)."""
         if not self.enabled:
             return None
         try:
@@ -43,9 +44,9 @@ class ResponseCache:
             return None
         if not isinstance(entry, dict) or entry.get("key") != key or not isinstance(entry.get("reply"), str):
             return None
-        return entry["reply"]
+        return entry
 
-    def put(self, key: str, reply: str) -> None:
+    def put(self, key: str, reply: str, usage: tuple[int, int] = (0, 0)) -> None:
         if not self.enabled:
             return
         path = self._path(key)
@@ -53,7 +54,7 @@ class ResponseCache:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"key": key, "reply": reply}, f, ensure_ascii=False)
+                json.dump({"key": key, "reply": reply, "usage": list(usage)}, f, ensure_ascii=False)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -21,6 +21,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--field", default=None, help="the trace column of .jsonl files for --stats")
     parser.add_argument("--json", action="store_true", help="also print the report as one JSON line on stdout")
     parser.add_argument("--print-config", action="store_true", help="print the resolved configuration (YAML), stop")
+    run = parser.add_argument_group("run control (exit code: 0 when every selected sample converted, else 1)")
+    run.add_argument("--dry-run", action="store_true", help="estimate calls, tokens and cost; send no request")
+    run.add_argument("--restart", action="store_true",
+                     help="move the folder's earlier run to replaced-N/ and start anew (needed when settings changed)")
+    run.add_argument("--retry-failed", action="store_true", help="curate the samples that failed again, asking afresh")
+    run.add_argument("--allow-failed", action="store_true", help="exit 0 even when some samples failed")
+    run.add_argument("--shard", metavar="I/N", help="only the samples at positions p with p %% N == I (input.shard)")
+    run.add_argument("--offset", type=int, metavar="N", help="skip the first N input rows (input.offset)")
+    run.add_argument("--limit", type=int, metavar="N", help="then take at most N rows (input.limit)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,19 +41,31 @@ def run(args: argparse.Namespace) -> int:
     from data_pipeline.config import load_config
     from multiverse.config_io import dump
 
-    cfg = load_config(args.config, args.overrides)  # a ConfigError is a usage error: one line, exit 2
+    # a ConfigError is a usage error: one line, exit 2
+    cfg = load_config(args.config, [*args.overrides, *_selection(args)])
     if args.print_config:
         print(dump(cfg), end="")
         return 0
+    from data_pipeline.pipeline import RunOptions
     from data_pipeline.pipeline import run as run_pipeline
-    from data_pipeline.report import show
+    from data_pipeline.report import show, show_estimate
 
-    result = run_pipeline(cfg, console)
-    show(result.report, console)
-    console.print(f"outputs in {result.out_dir}: curated.jsonl, failed.jsonl, dataset/, report.json")
+    options = RunOptions(dry_run=args.dry_run, restart=args.restart, retry_failed=args.retry_failed)
+    result = run_pipeline(cfg, console, options)
     if args.json:
         print(json.dumps(result.report, ensure_ascii=False))
-    return 0
+    if args.dry_run:
+        show_estimate(result.report, console)
+        return 0
+    show(result.report, console)
+    console.print(f"outputs in {result.out_dir}: curated.jsonl, failed.jsonl, dataset/, report.json")
+    return 0 if result.complete or (args.allow_failed and result.report.get("push", {}).get("ok", True)) else 1
+
+
+def _selection(args: argparse.Namespace) -> list[str]:
+    """--shard/--offset/--limit as config overrides (they win over the file and --set)."""
+    pairs = (("input.shard", args.shard), ("input.offset", args.offset), ("input.limit", args.limit))
+    return [f"{key}={value}" for key, value in pairs if value is not None]
 
 
 def _stats(args: argparse.Namespace, console: Console) -> int:

@@ -12,17 +12,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from multiverse.config_io import ConfigError, build, check_at_least, check_choice, load
+from multiverse.config_io import ConfigError, build, check_at_least, check_choice, get_dotted, load
 
 
 @dataclass(frozen=True)
 class InputConfig:
     source: str = "simplescaling/s1K-1.1"  # a hub data set, or a local .jsonl / .json / .parquet file
     split: str = "train"
-    limit: int | None = None  # keep the first N rows (smoke runs)
+    offset: int = 0  # skip the first N rows (--offset)
+    limit: int | None = None  # then keep at most N rows (--limit; smoke runs)
+    shard: str | None = None  # "i/n" (--shard): of the rows selected, keep those whose position p has p % n == i
     id_field: str = "id"  # rows without it get "row-<index>"
     question_field: str = "question"
     trace_field: str = "deepseek_thinking_trajectory"
+
+    def shard_parts(self) -> tuple[int, int] | None:
+        """(i, n) of `shard` "i/n" with 0 <= i < n; None without sharding."""
+        if self.shard is None:
+            return None
+        try:
+            i, n = (int(x) for x in str(self.shard).split("/"))
+        except ValueError:
+            raise ConfigError(f"input.shard must look like i/n (e.g. 0/4), got {self.shard!r}") from None
+        if not 0 <= i < n:
+            raise ConfigError(f"input.shard {self.shard!r}: need 0 <= i < n")
+        return i, n
 
 
 @dataclass(frozen=True)
@@ -43,9 +57,11 @@ class LLMConfig:
     top_p: float = 1.0
     max_tokens: int = 8192
     seed: int | None = None
-    timeout: float = 600.0  # seconds per call
+    timeout: float = 600.0  # seconds per call: the whole call, from sending to the last byte of the reply
     structured_output: str = "json_schema"  # json_schema | json_object | none (the reply is validated anyway)
     extra_body: dict[str, Any] = field(default_factory=dict)  # passed through (e.g. vLLM's top_k)
+    prompt_price: float | None = None  # currency units per million prompt tokens (cost in the report)
+    completion_price: float | None = None  # per million completion tokens
 
     def resolved(self) -> "LLMConfig":
         """Fill empty endpoint fields from the environment; the one place that reads it."""
@@ -74,6 +90,9 @@ class RunConfig:
     max_retries: int = 6  # per call: transport retries on 429, 5xx, timeouts and dropped connections
     backoff_initial: float = 1.0  # seconds; doubles per retry, with jitter
     backoff_max: float = 30.0
+    rpm: int | None = None  # at most this many requests start per rate_window (None: no limit)
+    tpm: int | None = None  # at most this many tokens (prompt + completion) per rate_window
+    rate_window: float = 60.0  # seconds; rpm/tpm are "per minute" by default
     progress: bool = True
 
 
@@ -131,6 +150,12 @@ class CurateConfig:
             raise ConfigError(f"checks.max_distance must lie in [0, 1], got {got}", "checks.max_distance")
         if self.run.max_retries < 0:
             raise ConfigError(f"run.max_retries must be >= 0, got {self.run.max_retries}", "run.max_retries")
+        for key in ("run.rpm", "run.tpm", "input.limit"):
+            if get_dotted(self, key) is not None and get_dotted(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1 (or null for no limit), got {get_dotted(self, key)}", key)
+        if self.input.offset < 0 or self.run.rate_window <= 0 or self.llm.timeout <= 0:
+            raise ConfigError("input.offset must be >= 0, run.rate_window and llm.timeout > 0")
+        self.input.shard_parts()
         return self
 
 

@@ -22,17 +22,9 @@ from data_pipeline.config import CurateConfig
 from data_pipeline.grouping import Block, Item, blocks_of, plan
 from data_pipeline.llm import LLM, EndpointError, ReplyError
 from data_pipeline.prompts import Prompt
+from data_pipeline.sample import Sample
 from data_pipeline.sentences import numbered, split_sentences
 from data_pipeline.steps import Step, edges_from_reply, outline_text, steps_from_reply
-
-
-@dataclass(frozen=True)
-class Sample:
-    index: int  # position in the input (output order)
-    id: str
-    question: str
-    trace: str
-    row: dict[str, Any]  # every input field, carried through
 
 
 class StageFailed(Exception):
@@ -56,10 +48,19 @@ class _Conversation:
 class _State:
     sample: Sample
     sentences: list[str]
+    round_: int = 0
     chats: list[_Conversation] = field(default_factory=list)  # in creation order: steps, dependencies, blocks
     check_rejections: list[dict[str, str]] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
     distance: float | None = None  # of the latest assembled trace (failed samples report it too)
+    usage: dict[str, int] = field(default_factory=lambda: {"calls": 0, "prompt_tokens": 0, "completion_tokens": 0})
+
+    def spend(self, reply: Any) -> None:
+        """Count a reply (cached or fresh) towards the sample's token usage."""
+        if reply is not None:
+            self.usage["calls"] += 1
+            self.usage["prompt_tokens"] += reply.prompt_tokens
+            self.usage["completion_tokens"] += reply.completion_tokens
 
     def rejections(self) -> list[dict[str, str]]:
         """Every rejection, grouped by conversation in a fixed order (never in the order concurrent calls
@@ -72,9 +73,10 @@ class Curator:
     def __init__(self, cfg: CurateConfig, llm: LLM, prompts: dict[str, Prompt]) -> None:
         self.cfg, self.llm, self.prompts = cfg, llm, prompts
 
-    async def curate(self, sample: Sample) -> dict[str, Any]:
-        """The journal entry of one sample: status "ok" with its record, or "failed" with its reasons."""
-        state = _State(sample, split_sentences(sample.trace))
+    async def curate(self, sample: Sample, round_: int = 0) -> dict[str, Any]:
+        """The journal entry of one sample: status "ok" with its record, or "failed" with its reasons.
+        `round_`: how many times the sample was tried before (a --retry-failed run asks afresh)."""
+        state = _State(sample, split_sentences(sample.trace), round_=round_)
         try:
             _check_input(sample)
             record, result = await self._run(state)
@@ -82,11 +84,12 @@ class Curator:
             if not isinstance(err, StageFailed):
                 err = StageFailed("internal", f"internal error: {type(err).__name__}: {err}", retryable=True)
             reasons = state.rejections() + [{"stage": err.stage, "reason": err.reason}]
-            return {"id": sample.id, "index": sample.index, "status": "failed", "stage": err.stage,
-                    "retryable": err.retryable, "reasons": reasons, "attempts": state.attempts,
-                    "distance": state.distance}
-        return {"id": sample.id, "index": sample.index, "status": "ok", "record": record,
-                "distance": result.distance, "reasons": state.rejections(), "attempts": state.attempts}
+            return {"id": sample.id, "index": sample.index, "input": sample.digest, "round": round_,
+                    "status": "failed", "stage": err.stage, "retryable": err.retryable, "reasons": reasons,
+                    "attempts": state.attempts, "distance": state.distance, "usage": state.usage}
+        return {"id": sample.id, "index": sample.index, "input": sample.digest, "round": round_, "status": "ok",
+                "record": record, "distance": result.distance, "reasons": state.rejections(),
+                "attempts": state.attempts, "usage": state.usage}
 
     async def _run(self, state: _State) -> tuple[dict[str, Any], CheckResult]:
         steps_chat = self._chat(state, "steps", question=state.sample.question, count=str(len(state.sentences)),
@@ -120,14 +123,17 @@ class Curator:
         while True:
             self._count(state, chat)
             try:
-                obj, chat.last_reply = await self.llm.ask_json(
-                    chat.messages, stage, schemas.BY_STAGE[stage], chat.attempts)
+                obj, reply = await self.llm.ask_json(
+                    chat.messages, stage, schemas.BY_STAGE[stage], chat.attempts, state.round_)
+                state.spend(reply)
+                chat.last_reply = reply.text
                 return accept(obj)
             except ReplyError as err:
+                state.spend(err.usage)
                 chat.last_reply = err.reply or chat.last_reply
                 self._reject(chat, err.reason)
             except EndpointError as err:
-                raise StageFailed(stage, f"endpoint failure: {err}", retryable=True) from err
+                raise StageFailed(stage, f"endpoint failure: {err}", retryable=err.retryable) from err
 
     def _count(self, state: _State, chat: _Conversation) -> None:
         stage = chat.name.split(":")[0]
@@ -271,11 +277,19 @@ def _paths_text(block: Block, sentences: list[str]) -> str:
         parts.append(f"Path {i} (step {member.step.id}: {member.step.summary})")
         for it in member.items:
             if isinstance(it, Block):
-                parts.append(f"(a nested parallel block of {len(it.members)} paths runs here; "
-                             "its sentences are not part of this rewrite)")
+                parts.append(f"(a nested parallel block of {len(it.members)} paths runs here, rewritten on its "
+                             "own; its sentences, for reading only, never in \"rewrites\":)")
+                parts.append(_nested_text(it, sentences))
             else:
                 parts.append(numbered(sentences, it.first, it.last))
     return "\n".join(parts)
+
+
+def _nested_text(block: Block, sentences: list[str]) -> str:
+    """A nested block's sentences, indented and marked so they cannot pass for the outer block's own."""
+    first = min(m.step.first for m in block.members)
+    last = max(m.step.last for m in block.members)
+    return "\n".join(f"    | {line}" for line in numbered(sentences, first, last).splitlines())
 
 
 def _accept_rewrite(obj: dict[str, Any], block: Block) -> tuple[BlockText, dict[int, str]]:

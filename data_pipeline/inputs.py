@@ -1,8 +1,9 @@
 """Input rows -> Samples: a local .jsonl / .json / .parquet file, or a data set on the Hugging Face hub.
 
 Required fields: the question and the trace (names from the config). Every other field is carried through
-to the output. Rows without an id get "row-<index>"; duplicate ids are an error, because the output is keyed
-by id.
+to the output. Rows without an id get "row-<index>" (index: the row's position in the whole input, so ids do
+not depend on the selection); duplicate ids are an error, because the output is keyed by id.
+`select` then applies input.offset, input.limit and input.shard, in that order.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from data_pipeline.config import ConfigError, InputConfig
-from data_pipeline.curator import Sample
+from data_pipeline.sample import Sample
 
 
 def load_rows(cfg: InputConfig) -> list[dict[str, Any]]:
@@ -20,7 +21,19 @@ def load_rows(cfg: InputConfig) -> list[dict[str, Any]]:
         rows = _local(path)
     else:
         rows = _hub(cfg.source, cfg.split)
-    return rows[: cfg.limit] if cfg.limit is not None else rows
+    return rows
+
+
+def select(samples: list[Sample], cfg: InputConfig) -> list[Sample]:
+    """The samples this run covers: skip `offset`, keep `limit`, then every n-th from i for shard "i/n".
+    The shards of one selection are disjoint and together hold every selected sample."""
+    end = None if cfg.limit is None else cfg.offset + cfg.limit
+    chosen = samples[cfg.offset:end]
+    parts = cfg.shard_parts()
+    if parts is not None:
+        i, n = parts
+        chosen = chosen[i::n]
+    return chosen
 
 
 def _local(path: Path) -> list[dict[str, Any]]:

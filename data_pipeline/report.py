@@ -1,10 +1,14 @@
-"""The end-of-run report: counts per stage, failure reasons, the distance histogram (PNG) and structure stats.
+"""The end-of-run report: counts per stage, failure reasons, tokens and cost, the distance histogram (PNG) and
+structure stats.
 
 Written to <out>/report.json and printed as tables. Everything here is derived from the journal (so a resumed
-run reports on all samples), except `calls`, which counts this process's requests and cache hits.
+run reports on all samples of the selection), except `calls`, which counts this process's requests, cache
+hits and tokens. `tokens` sums each sample's replies (cached ones included: what the data cost to make).
+The fingerprint pins the settings, so `distance.threshold` is the one every row was checked against.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -33,10 +37,18 @@ def stage_counts(entries: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
+_QUOTED = re.compile(r"(?<![A-Za-z])'[^']*'(?![A-Za-z])|\"[^\"]*\"|`[^`]*`|\{\{[^}]*\}\}")
+
+
 def reason_kind(reason: str) -> str:
-    """A reason with its numbers and quoted parts blanked, so like reasons count together."""
-    text = re.sub(r"(?<![A-Za-z])'[^']*'(?![A-Za-z])|\"[^\"]*\"", "'…'", reason)
-    return re.sub(r"\d+(?:\.\d+)?", "N", text)[:160]
+    """A reason with the numbers outside quotes blanked, so like reasons count together; quoted names
+    ('S7', "goal", {{placeholder}}) stay, so distinct causes stay distinct."""
+    parts, at = [], 0
+    for m in _QUOTED.finditer(reason):
+        parts += [re.sub(r"\d+(?:\.\d+)?", "N", reason[at:m.start()]), m.group()]
+        at = m.end()
+    parts.append(re.sub(r"\d+(?:\.\d+)?", "N", reason[at:]))
+    return "".join(parts)[:160]
 
 
 def failure_reasons(entries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -69,11 +81,50 @@ def histogram(distances: list[float], threshold: float, path: Path) -> None:
     plt.close(fig)
 
 
+def read(out_dir: Path) -> dict[str, Any]:
+    """The folder's previous report ({} when there is none or it is unreadable)."""
+    try:
+        return json.loads((Path(out_dir) / "report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def write(report: dict[str, Any], out_dir: Path) -> None:
+    path = Path(out_dir) / "report.json"
+    tmp = path.with_name(".report.json.tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def tokens(entries: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
+    from data_pipeline.estimate import cost
+
+    used = Counter()
+    for e in entries:
+        used.update(e.get("usage", {}))
+    prompt, completion = used["prompt_tokens"], used["completion_tokens"]
+    return {"calls": used["calls"], "prompt_tokens": prompt, "completion_tokens": completion,
+            "cost": cost(prompt, completion, cfg)}
+
+
+def outputs_digest(out_dir: Path) -> str:
+    """A hash of curated.jsonl and failed.jsonl: equal digests mean the dataset and histogram are current."""
+    h = hashlib.sha256()
+    for name in ("curated.jsonl", "failed.jsonl"):
+        h.update((Path(out_dir) / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def build(entries: list[dict[str, Any]], total: int, calls: dict[str, Any], structure: dict[str, Any],
-          threshold: float, out_dir: Path) -> dict[str, Any]:
+          cfg: Any, previous: dict[str, Any]) -> dict[str, Any]:
+    """The report of the entries (in input order) of `total` selected samples, written to report.json."""
+    out_dir, threshold = cfg.out_dir, cfg.checks.max_distance
     distances = [e["distance"] for e in entries if e.get("distance") is not None]
-    histogram(distances, threshold, out_dir / HISTOGRAM)
+    digest = outputs_digest(out_dir)
+    if digest != previous.get("outputs") or not (out_dir / HISTOGRAM).exists():
+        histogram(distances, threshold, out_dir / HISTOGRAM)
     ok = sum(e["status"] == "ok" for e in entries)
+    fp = json.loads((out_dir / "run.json").read_text(encoding="utf-8"))["fingerprint"]
     report = {
         "samples": total,
         "converted": ok,
@@ -83,10 +134,14 @@ def build(entries: list[dict[str, Any]], total: int, calls: dict[str, Any], stru
         "reasons": failure_reasons(entries),
         "distance": {"threshold": threshold, "mean": round(sum(distances) / len(distances), 4) if distances else None,
                      "max": round(max(distances), 4) if distances else None, "histogram": HISTOGRAM},
+        "tokens": tokens(entries, cfg),
         "calls": calls,
         "structure": structure,
+        "selection": {"offset": cfg.input.offset, "limit": cfg.input.limit, "shard": cfg.input.shard},
+        "fingerprint": fp,
+        "outputs": digest,
     }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write(report, out_dir)
     return report
 
 
@@ -108,7 +163,13 @@ def show(report: dict[str, Any], console: Console) -> None:
     d = report["distance"]
     console.print(f"content distance (last assembled trace of every sample that got that far): mean {d['mean']}, "
                   f"max {d['max']} (threshold {d['threshold']}); histogram: {d['histogram']}")
-    console.print(f"calls: {json.dumps(report['calls'])}")
+    t = report["tokens"]
+    cost = f", cost {t['cost']}" if t.get("cost") is not None else ""
+    console.print(f"tokens (every sample's replies, cached ones included): prompt {t['prompt_tokens']}, "
+                  f"completion {t['completion_tokens']} in {t['calls']} replies{cost}")
+    console.print(f"calls (this process): {json.dumps(report['calls'])}")
+    if "push" in report:
+        console.print(f"push_to_hub {report['push']['repo']}: {'ok' if report['push']['ok'] else 'FAILED'}")
     show_structure(report["structure"], console)
 
 
@@ -131,3 +192,14 @@ def show_structure(s: dict[str, Any], console: Console) -> None:
 
 def _fmt(d: dict[str, Any]) -> str:
     return f"mean {d['mean']}, median {d['median']}, min {d['min']}, max {d['max']}"
+
+
+def show_estimate(e: dict[str, Any], console: Console) -> None:
+    """The --dry-run summary."""
+    t = Table("estimate (dry run, no request sent)", "value")
+    t.add_row("samples to curate / selected", f"{e['samples']} / {e['selected']}")
+    t.add_row("calls (no regenerations) / upper bound", f"{e['calls']} / {e['calls_upper_bound']}")
+    t.add_row("prompt tokens", str(e["prompt_tokens"]))
+    t.add_row("completion tokens", str(e["completion_tokens"]))
+    t.add_row("cost", "set llm.prompt_price / completion_price" if e["cost"] is None else str(e["cost"]))
+    console.print(t)

@@ -72,3 +72,25 @@ REWRITE: dict[str, Any] = {
 }
 
 BY_STAGE: dict[str, dict[str, Any]] = {"steps": STEPS, "dependencies": DEPENDENCIES, "rewrite": REWRITE}
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema as sent with `"strict": true`: every object closed (additionalProperties false) and every
+    property required, as OpenAI's strict structured outputs demand. Replies are still checked locally
+    against the lenient schema, so a model that omits an optional field in json_object mode is not rejected."""
+    out = dict(schema)
+    if out.get("type") == "object":
+        out["properties"] = {k: strict(v) for k, v in out.get("properties", {}).items()}
+        out["required"] = list(out["properties"])
+        out["additionalProperties"] = False
+    if isinstance(out.get("items"), dict):
+        out["items"] = strict(out["items"])
+    return out
+
+
+def version() -> str:
+    """A short hash of the three schemas: part of the run's fingerprint."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(BY_STAGE, sort_keys=True).encode()).hexdigest()[:12]

@@ -4,7 +4,12 @@ Its replies are computed from the request (the stage is the JSON-schema name; se
 paths are read back from the prompt), so every reply is valid unless a fault is injected. Faults, drawn at
 `fault_rate` per request: HTTP 429 and 500, a timeout (the reply comes after `timeout_sleep`), truncated
 JSON, broken structure (overlapping spans, unknown ids, a wrong outline count) and lost content (a step or
-the paths' sentences dropped). It is bounded: it stops itself after `max_requests` requests or `max_seconds`.
+the paths' sentences dropped). Kinds that are never drawn unless listed in `faults`: a refusal with HTTP 400
+("context length"), 401, 403 or 404; "trickle" (a valid reply sent in pieces over `trickle_seconds`); "prose"
+(a valid JSON reply wrapped in prose). Replies carry `usage` (whitespace-separated words of the prompt and of
+the reply). Every request's arrival time (time.monotonic), body and fault are kept in `arrivals`, `bodies`
+and `drawn`.
+It is bounded: it stops itself after `max_requests` requests or `max_seconds`.
 """
 from __future__ import annotations
 
@@ -22,7 +27,11 @@ from typing import Any
 
 from data_pipeline.config import ChecksConfig
 
-FAULTS = ("429", "500", "timeout", "truncated", "broken", "lost")
+FAULTS = ("429", "500", "timeout", "truncated", "broken", "lost")  # drawn by default
+REFUSALS = ("400", "401", "403", "404")  # permanent HTTP errors, only when listed in ServerConfig.faults
+_REFUSAL_TEXT = {"400": "This model's maximum context length is 4096 tokens; your messages resulted in 9000",
+                 "401": "Incorrect API key provided", "403": "You are not allowed to use this model",
+                 "404": "The model does not exist"}
 _SENTENCE = re.compile(r"^\[(\d+)\] (.*)$", re.MULTILINE)
 _STEP_ID = re.compile(r"^\s*(S\d+(?:\.\d+)?):", re.MULTILINE)
 _PATH_HEAD = re.compile(r"^Path (\d+) \(step ", re.MULTILINE)
@@ -41,6 +50,8 @@ class ServerConfig:
     step_size: int = 0  # sentences per main step; 0: about a twelfth of the trace (at least 2)
     fault_key: str = "random"  # random: drawn per request; content: a hash of the messages decides (the same
     # request always gets the same fault, so runs are reproducible; use it with reply-level faults only)
+    retry_after: float = 0.0  # the Retry-After header of injected 429 and 500 replies (seconds)
+    trickle_seconds: float = 4.0  # how long a "trickle" reply takes to arrive (in ten pieces)
 
 
 class ScriptedServer:
@@ -48,6 +59,9 @@ class ScriptedServer:
         self.cfg = cfg
         self.requests = 0
         self.faults: dict[str, int] = {}
+        self.arrivals: list[float] = []  # time.monotonic() of each request, in arrival order
+        self.bodies: list[dict[str, Any]] = []
+        self.drawn: list[str] = []  # the fault of each request ("" for none), in arrival order
         self._lock = threading.Lock()
         self._rng = random.Random(cfg.seed)
         self._httpd = _QuietServer(("127.0.0.1", port), _handler(self))
@@ -89,7 +103,10 @@ class ScriptedServer:
         """Count a request and draw its fault ("" for none); None when over the request limit."""
         with self._lock:
             self.requests += 1
+            self.arrivals.append(time.monotonic())
+            self.bodies.append(body)
             if self.requests > self.cfg.max_requests:
+                self.drawn.append("limit")
                 self.stop()
                 return None
             rng = self._rng
@@ -100,6 +117,7 @@ class ScriptedServer:
             if rng.random() < self.cfg.fault_rate:
                 fault = rng.choice(self.cfg.faults)
                 self.faults[fault] = self.faults.get(fault, 0) + 1
+            self.drawn.append(fault)
             return fault
 
 
@@ -125,13 +143,18 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
             if fault is None:
                 return self._send(503, {"error": {"message": "scripted server: request limit reached"}})
             if fault in ("429", "500"):
-                return self._send(int(fault), {"error": {"message": f"injected {fault}"}}, {"Retry-After": "0"})
+                return self._send(int(fault), {"error": {"message": f"injected {fault}"}},
+                                  {"Retry-After": f"{server.cfg.retry_after:g}"})
+            if fault in REFUSALS:
+                return self._send(int(fault), {"error": {"message": _REFUSAL_TEXT[fault], "type": "invalid_request"}})
             if fault == "timeout":
                 time.sleep(server.cfg.timeout_sleep)
             content = reply(body, fault, server.cfg)
-            self._send(200, _completion(body, content))
+            pieces = 10 if fault == "trickle" else 1
+            self._send(200, _completion(body, content), pieces=pieces, spread=server.cfg.trickle_seconds)
 
-        def _send(self, status: int, obj: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        def _send(self, status: int, obj: dict[str, Any], headers: dict[str, str] | None = None,
+                  pieces: int = 1, spread: float = 0.0) -> None:
             data = json.dumps(obj).encode("utf-8")
             try:
                 self.send_response(status)
@@ -140,7 +163,12 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(data)
+                size = -(-len(data) // pieces)
+                for k in range(0, len(data), size):
+                    self.wfile.write(data[k:k + size])
+                    self.wfile.flush()
+                    if pieces > 1:
+                        time.sleep(spread / pieces)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (an injected timeout)
 
@@ -148,10 +176,12 @@ def _handler(server: ScriptedServer) -> type[BaseHTTPRequestHandler]:
 
 
 def _completion(body: dict[str, Any], content: str) -> dict[str, Any]:
+    prompt = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+    completion = len(content.split())
     return {
         "id": "scripted", "object": "chat.completion", "created": 0, "model": body.get("model", "scripted"),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
     }
 
 
@@ -162,6 +192,8 @@ def reply(body: dict[str, Any], fault: str, cfg: ServerConfig) -> str:
     stage = body.get("response_format", {}).get("json_schema", {}).get("name") or _guess_stage(prompt)
     obj = {"steps": _steps, "dependencies": _dependencies, "rewrite": _rewrite}[stage](prompt, fault, cfg)
     text = json.dumps(obj, ensure_ascii=False)
+    if fault == "prose":
+        return f"Sure! Here is the {stage} analysis you asked for:\n\n{text}\n\nLet me know if anything is unclear."
     return text[: len(text) // 2] if fault == "truncated" else text
 
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from multiverse.attention import position_ids
-from multiverse.encode import encode_trace
 from multiverse.structure import StructureError, parse
 from multiverse.structure.tree import _walk_top
 from multiverse.tags import TagIds
@@ -38,6 +36,9 @@ class TraceStats:
 
 def trace_stats(text: str, tokenizer: Any) -> TraceStats:
     """Statistics of one trace. Raises StructureError when it does not parse."""
+    from multiverse.attention import position_ids  # torch: only when a trace is measured
+    from multiverse.encode import encode_trace
+
     doc = parse(text)
     blocks = list(doc.blocks())
     ids = encode_trace(text, tokenizer)
@@ -50,6 +51,16 @@ def trace_stats(text: str, tokenizer: Any) -> TraceStats:
         path_tokens=_path_tokens(ids, TagIds.from_tokenizer(tokenizer)),
         critical=int(positions.max()) + 1 if positions is not None else 0,
     )
+
+
+def as_record(stats: TraceStats) -> dict[str, Any]:
+    """JSON form of one trace's statistics (kept in the journal so a resume does not tokenize again)."""
+    return {f: getattr(stats, f) for f in TraceStats.__dataclass_fields__}
+
+
+def from_record(record: dict[str, Any]) -> TraceStats:
+    values = {f: record[f] for f in TraceStats.__dataclass_fields__}
+    return TraceStats(**values | {"paths_per_block": tuple(values["paths_per_block"])})
 
 
 def _path_tokens(ids: list[int], tags: TagIds) -> int:

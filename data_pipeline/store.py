@@ -2,9 +2,10 @@
 
 The journal (`journal.jsonl`) gets one line per finished sample, flushed and fsynced before the next is
 written. A kill can only tear the last line; opening the journal drops such a tail. Resume skips the ids
-already journaled (except failures marked retryable: endpoint outages). The outputs are rebuilt from the
-journal in input order, first entry per id, written to temporary files and renamed, so they never hold
-duplicates or half a file.
+already journaled with the same input row (except failures marked retryable: endpoint outages; and every
+failure when asked to retry failed samples). The latest entry of an id wins (one process writes a folder at
+a time: see lock.py). The outputs are rebuilt from the journal in the order of the current input, one entry
+per id, written to temporary files and renamed, so they never hold duplicates or half a file.
 """
 from __future__ import annotations
 
@@ -28,9 +29,18 @@ class Journal:
             self._keep(entry)
         self._file = open(self.path, "a", encoding="utf-8")
 
-    def done(self, sample_id: str) -> bool:
+    def done(self, sample_id: str, digest: str | None = None, retry_failed: bool = False) -> bool:
+        """Journaled for good: not a retryable failure, the same input row (when `digest` is given), and
+        not a failure when `retry_failed`."""
         entry = self.entries.get(sample_id)
-        return entry is not None and not entry.get("retryable")
+        if entry is None or entry.get("retryable") or (retry_failed and entry["status"] != "ok"):
+            return False
+        return digest is None or entry.get("input", digest) == digest
+
+    def tries(self, sample_id: str) -> int:
+        """How many rounds the sample went through (0: never journaled)."""
+        entry = self.entries.get(sample_id)
+        return 0 if entry is None else entry.get("round", 0) + 1
 
     def append(self, entry: dict[str, Any]) -> None:
         self._file.write(json.dumps(entry, ensure_ascii=False, sort_keys=True) + "\n")
@@ -39,9 +49,8 @@ class Journal:
         self._keep(entry)
 
     def _keep(self, entry: dict[str, Any]) -> None:
-        """The first final entry of an id wins; a retryable failure is replaced by any later entry."""
-        if not self.done(entry["id"]):
-            self.entries[entry["id"]] = entry
+        """The latest entry of an id wins: a sample is journaled again only when it was retried."""
+        self.entries[entry["id"]] = entry
 
     def close(self) -> None:
         self._file.close()
@@ -66,9 +75,17 @@ def _read_lines(path: Path) -> Iterable[dict[str, Any]]:
                 yield json.loads(line)
 
 
-def ordered(entries: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """Entries in input order."""
-    return sorted(entries.values(), key=lambda e: e["index"])
+def peek(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """The latest entry per id, read without opening the journal for writing (a torn last line is skipped)."""
+    entries: dict[str, dict[str, Any]] = {}
+    path = Path(out_dir) / JOURNAL
+    for line in path.read_text(encoding="utf-8").splitlines() if path.exists() else ():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        entries[entry["id"]] = entry
+    return entries
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
@@ -82,12 +99,12 @@ def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def write_outputs(out_dir: Path, entries: dict[str, dict[str, Any]]) -> tuple[list[dict], list[dict]]:
-    """curated.jsonl (converted records) and failed.jsonl (id, stage, reasons), both in input order."""
-    rows = ordered(entries)
-    curated = [e["record"] for e in rows if e["status"] == "ok"]
-    failed = [{"id": e["id"], "index": e["index"], "stage": e["stage"], "reasons": e["reasons"],
-               "retryable": e.get("retryable", False)} for e in rows if e["status"] != "ok"]
+def write_outputs(out_dir: Path, rows: list[tuple[int, dict[str, Any]]]) -> tuple[list[dict], list[dict]]:
+    """curated.jsonl (converted records) and failed.jsonl (id, input index, stage, reasons) from
+    (current input index, entry) pairs given in input order."""
+    curated = [e["record"] for _, e in rows if e["status"] == "ok"]
+    failed = [{"id": e["id"], "index": index, "stage": e["stage"], "reasons": e["reasons"],
+               "retryable": e.get("retryable", False)} for index, e in rows if e["status"] != "ok"]
     write_jsonl(Path(out_dir) / CURATED, curated)
     write_jsonl(Path(out_dir) / FAILED, failed)
     return curated, failed

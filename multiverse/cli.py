@@ -44,9 +44,10 @@ def _load(name: str):  # noqa: ANN202 - a module
 
 
 def _available(name: str) -> bool:
-    """A subcommand whose module is not part of this installation is not offered."""
+    """A subcommand whose module is not part of this installation is not offered. Only the module's package is
+    looked up (finding the module itself would import that package, e.g. the evaluation's sympy: seconds)."""
     try:
-        return importlib.util.find_spec(SUBCOMMANDS[name][0]) is not None
+        return importlib.util.find_spec(SUBCOMMANDS[name][0].rsplit(".", 1)[0]) is not None
     except ModuleNotFoundError:
         return False
 

@@ -87,6 +87,10 @@ def test_plan_nests_substep_blocks_inside_paths() -> None:
 
 def test_reply_json_is_checked_against_the_schema() -> None:
     assert parse_json_reply('```json\n{"steps": [{"summary": "a", "first": 1, "last": 2}]}\n```', STEPS)
+    prose = 'Sure, here it is: {"steps": [{"summary": "a {b}", "first": 1, "last": 2}]} Hope it helps {:)}'
+    assert parse_json_reply(prose, STEPS)["steps"][0]["summary"] == "a {b}"
+    fenced = 'The steps:\n```json\n{"steps": [{"summary": "a", "first": 1, "last": 2}]}\n```\nDone.'
+    assert parse_json_reply(fenced, STEPS)["steps"][0]["last"] == 2
     with pytest.raises(ReplyError, match="not valid JSON"):
         parse_json_reply('{"steps": [', STEPS)
     with pytest.raises(ReplyError, match="steps/0"):
@@ -102,25 +106,30 @@ def test_cache_is_keyed_by_everything_that_changes_a_reply(tmp_path) -> None:
     assert k != cache_key("m", [{"role": "user", "content": "hi!"}], {"temperature": 0.0}, 1)
     cache = ResponseCache(tmp_path)
     assert cache.get(k) is None
-    cache.put(k, "reply")
-    assert ResponseCache(tmp_path).get(k) == "reply"
+    cache.put(k, "reply", (12, 3))
+    assert ResponseCache(tmp_path).get(k) == {"key": k, "reply": "reply", "usage": [12, 3]}
     (tmp_path / k[:2] / f"{k}.json").write_text('{"key": "', encoding="utf-8")  # torn file: a miss
     assert cache.get(k) is None
 
 
-def test_journal_drops_a_torn_tail_and_keeps_the_first_final_entry(tmp_path) -> None:
+def test_journal_drops_a_torn_tail_and_keeps_the_latest_entry(tmp_path) -> None:
     j = Journal(tmp_path)
-    j.append({"id": "a", "index": 0, "status": "ok"})
+    j.append({"id": "a", "index": 0, "status": "ok", "input": "d1"})
     j.append({"id": "b", "index": 1, "status": "failed", "retryable": True})
+    j.append({"id": "c", "index": 2, "status": "failed", "retryable": False})
     j.close()
     with open(tmp_path / "journal.jsonl", "a", encoding="utf-8") as f:
-        f.write('{"id": "c", "ind')
+        f.write('{"id": "d", "ind')
     j = Journal(tmp_path)
-    assert j.done("a") and not j.done("b") and "c" not in j.entries
-    j.append({"id": "a", "index": 0, "status": "failed"})
+    assert j.done("a", "d1") and not j.done("a", "d2")  # a changed input row is curated again
+    assert not j.done("b") and j.done("c") and not j.done("c", retry_failed=True) and "d" not in j.entries
+    assert (j.tries("a"), j.tries("d")) == (1, 0)
     j.append({"id": "b", "index": 1, "status": "ok"})
+    j.append({"id": "c", "index": 2, "status": "ok", "round": 1})
     j.close()
-    assert j.entries["a"]["status"] == "ok" and j.entries["b"]["status"] == "ok"
+    j = Journal(tmp_path)
+    assert j.entries["b"]["status"] == "ok" and j.entries["c"]["status"] == "ok" and j.tries("c") == 2
+    j.close()
     lines = (tmp_path / "journal.jsonl").read_text().splitlines()
     assert all(json.loads(line) for line in lines)
 
@@ -186,3 +195,57 @@ def test_inputs_from_parquet_carry_every_field_and_check_names(tmp_path) -> None
         to_samples([dict(rows[0], id="a"), dict(rows[1], id="a")], cfg)
     with pytest.raises(ConfigError, match="does not exist"):
         load_rows(InputConfig(source=str(tmp_path / "missing.jsonl")))
+
+
+def test_strict_schemas_close_every_object_and_require_every_property() -> None:
+    from data_pipeline.schemas import BY_STAGE, strict
+
+    def objects(node):
+        if isinstance(node, dict):
+            if node.get("type") == "object":
+                yield node
+            for v in node.values():
+                yield from objects(v)
+
+    for schema in BY_STAGE.values():
+        closed = list(objects(strict(schema)))
+        assert closed and all(o["additionalProperties"] is False and o["required"] == list(o["properties"])
+                              for o in closed)
+    assert "substeps" not in STEPS["properties"]["steps"]["items"]["required"]  # the local schema stays lenient
+
+
+def test_failure_reasons_keep_quoted_names_apart_and_blank_numbers() -> None:
+    from data_pipeline.report import reason_kind
+
+    assert reason_kind("unknown step id 'S7'") != reason_kind("unknown step id 'S8'")
+    assert reason_kind('missing "goal" at 3') != reason_kind('missing "conclusion" at 3')
+    assert reason_kind("no valid result after 4 attempts") == reason_kind("no valid result after 2 attempts")
+    assert reason_kind("sentence 17 is not one of this block's own") == "sentence N is not one of this block's own"
+
+
+def test_the_outer_rewrite_prompt_shows_its_nested_blocks_sentences() -> None:
+    from data_pipeline.curator import _paths_text
+
+    s1 = Step("S1", "a", 0, 4, (Step("S1.1", "a1", 0, 2), Step("S1.2", "a2", 2, 4)))
+    items = plan((s1, Step("S2", "b", 4, 6)), frozenset(), GroupingConfig())
+    sentences = [f"Fact number {k}. " for k in range(6)]
+    text = _paths_text(items[0], sentences)
+    assert all(f"Fact number {k}." in text for k in range(6))  # nested sentences 0-3 included
+    assert "\n[1] " not in text and "    | [1] Fact number 0." in text  # marked as not the block's own
+
+
+def test_rate_limiter_waits_for_requests_and_tokens_to_leave_the_window() -> None:
+    from data_pipeline.ratelimit import Booking, RateLimiter
+
+    now = [100.0]
+    lim = RateLimiter(rpm=2, tpm=None, window=10.0, clock=lambda: now[0])
+    lim._booked.extend([Booking(95.0, 1), Booking(99.0, 1)])
+    assert lim._wait(now[0], 1) == pytest.approx(5.0)  # the first booking leaves at 105
+    lim = RateLimiter(rpm=None, tpm=100, window=10.0, clock=lambda: now[0])
+    lim._booked.extend([Booking(92.0, 60), Booking(97.0, 30)])
+    assert lim._wait(now[0], 10) == 0.0
+    assert lim._wait(now[0], 20) == pytest.approx(2.0)  # 60 must leave first
+    assert lim._wait(now[0], 80) == pytest.approx(7.0)  # both must leave
+    lim.settle(lim._booked[0], 10)  # the reply's usage was smaller than booked
+    assert lim._wait(now[0], 50) == 0.0
+    assert RateLimiter(None, 100, 10.0)._wait(0.0, 500) == 0.0  # an oversized request still runs into an empty window
