@@ -34,17 +34,29 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 
 
 def describe_validation(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
-    """(message, param) for the first pydantic error: 'max_tokens: Input should be greater than ...'."""
-    first = errors[0]
-    loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+    """(message, param) for the most specific pydantic error: 'max_tokens: Input should be greater than ...'.
+
+    A union field reports one error per member; the deepest one names the offending element best.
+    """
+    first = max(errors, key=lambda e: len(e.get("loc", ())))
     if first.get("type") == "json_invalid":
         where = first.get("ctx", {}).get("error", "")
         return f"the request body is not valid JSON ({where})", None
-    param = ".".join(loc) or None
+    param = ".".join(str(x) for x in first.get("loc", ()) if not _is_type_tag(x)) or None
     message = first.get("msg", "invalid value").removeprefix("Value error, ")
     if param is None and first.get("type") in ("model_attributes_type", "dict_type"):
         return "the request body must be a JSON object", None
     return (f"{param}: {message}" if param else message), param
+
+
+def _is_type_tag(part: Any) -> bool:
+    """Parts of a pydantic location that name a union member or the body, not a field."""
+    if isinstance(part, int):
+        return False
+    return part == "body" or part in _TYPE_NAMES or "[" in part or part[:1].isupper() or part.startswith("function-")
+
+
+_TYPE_NAMES = {"str", "int", "float", "bool", "dict", "list", "none"}
 
 
 def install(app: FastAPI) -> None:
