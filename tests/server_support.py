@@ -15,10 +15,6 @@ QUESTION = [{"role": "user", "content": "Add each pair: 17+5, 49+26."}]  # the d
 
 
 def start(lm: Any, **config: Any) -> Server:
-    if not hasattr(lm, "submit"):  # TEMPORARY until branch engine lands
-        from engine.server._compat import Compat
-
-        lm = Compat(lm)
     return Server(lm, ServerConfig(**config), bind("127.0.0.1", 0)).start()
 
 

@@ -23,7 +23,10 @@ from engine.events import Event, Finished, Tokens
 from engine.params import SamplingParams
 from engine.request import Request
 from engine.result import RequestOutput
+from engine.scheduler import EngineError
+from engine.server.sequential import decode_sequentially
 from engine.server.stable import StableOrder
+from engine.stops import holdback_for
 
 log = logging.getLogger("multiverse.serve")
 
@@ -53,6 +56,7 @@ class _Job:
     ids: list[int]
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
+    sequential: bool = False  # never fork while decoding (SGLang's /generate), prompt layout unchanged
     updates: asyncio.Queue = field(default_factory=asyncio.Queue)
     order: StableOrder = field(default_factory=StableOrder)
     request: Request | None = None
@@ -68,6 +72,11 @@ class JobHandle:
     def __init__(self, client: "EngineClient", job: _Job) -> None:
         self._client, self._job = client, job
         self._ended = False
+
+    @property
+    def holdback(self) -> int:
+        """Characters a stream of this request withholds until it finishes (a stop string may be forming)."""
+        return holdback_for(self._job.params.stop)
 
     def __aiter__(self) -> "JobHandle":
         return self
@@ -112,8 +121,8 @@ class EngineClient:
     def healthy(self) -> bool:
         return self.error is None and self._thread.is_alive()
 
-    def submit(self, ids: list[int], params: SamplingParams) -> JobHandle:
-        job = _Job(list(ids), params, asyncio.get_running_loop())
+    def submit(self, ids: list[int], params: SamplingParams, sequential: bool = False) -> JobHandle:
+        job = _Job(list(ids), params, asyncio.get_running_loop(), sequential)
         if not self._command(("submit", job)):
             job.updates.put_nowait(Failed(503, self.error or "the server is shutting down"))
             job.over = True
@@ -142,13 +151,20 @@ class EngineClient:
         try:
             while self._drain(block=not self.lm.has_work()):
                 if self.lm.has_work():
-                    finished = self.lm.step()
-                    for request in finished:  # normally already over through its Finished event
-                        self._settle(request)
+                    self._step()
                 self._flush()
         except BaseException as err:  # noqa: BLE001 - a dead loop must not leave anyone waiting
             self._die(f"engine loop stopped: {type(err).__name__}: {err}")
             log.exception("engine loop stopped")
+
+    def _step(self) -> None:
+        try:
+            finished = self.lm.step()
+        except EngineError as err:  # the shared forward failed: that step's requests ended "error", go on
+            log.error("engine step failed (its requests end with an error): %s", err)
+            return
+        for request in finished:  # normally already over through its Finished event
+            self._settle(request)
 
     def _drain(self, block: bool) -> bool:
         """Apply queued commands; False once told to stop. Blocks briefly when the engine is idle."""
@@ -171,6 +187,8 @@ class EngineClient:
     def _admit(self, job: _Job) -> None:
         try:
             job.request = self.lm.submit(job.ids, job.params, sink=self._sink(job))
+            if job.sequential:
+                decode_sequentially(job.request)  # before any step: the request has not started yet
         except (TypeError, ValueError) as err:  # this request's input: it fails alone
             self._post(job, Failed(400, str(err)))
             return

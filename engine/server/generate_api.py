@@ -18,11 +18,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from engine.params import SamplingParams
+from engine.stops import StopHit, cut_at_stop
 from engine.server.engine_client import Done, Failed
 from engine.server.errors import error_response
 from engine.server.generate_protocol import GenerateRequest, GenerateSampling
 from engine.server.prepare import check_context, critical_cap, encode, sampling_params
-from engine.server.streaming import final_text
 from engine.server.waiting import wait_all_or_disconnect
 
 router = APIRouter()
@@ -41,7 +41,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
         jobs.append((ids, _params(sampling, want_lp, ids, state.config), sampling, want_lp, rid or uuid.uuid4().hex))
     request.state.log = {"id": jobs[0][4], "prompt_tokens": sum(len(j[0]) for j in jobs), "completion_tokens": 0}
     started = time.perf_counter()
-    handles = [state.client.submit(ids, params) for ids, params, *_ in jobs]
+    handles = [state.client.submit(ids, params, sequential=not _PER_REQUEST_PARALLEL) for ids, params, *_ in jobs]
     results = await wait_all_or_disconnect(handles, request)
     if results is None:
         return JSONResponse({}, status_code=499)
@@ -74,16 +74,10 @@ def _params(s: GenerateSampling, want_lp: bool, ids: list[int], config: Any) -> 
 
 def _item(done: Done, job: tuple, tokenizer: Any, latency: float) -> dict[str, Any]:
     ids, _, sampling, want_lp, rid = job
-    out, stop = done.output, done.request.stop_string
-    reason = _finish_reason(out, stop)
-    text_ids = out.token_ids
-    if reason.get("matched") is not None and not isinstance(reason["matched"], str) and not sampling.no_stop_trim:
-        text_ids = text_ids[:-1]  # SGLang trims a matched stop token from the text (never from output_ids)
-    trimmed = out if text_ids is out.token_ids else _with_ids(out, text_ids)
-    text = final_text(trimmed, stop, tokenizer, sampling.skip_special_tokens, sampling.no_stop_trim)
+    out, hit = done.output, done.request.stop_hit
     meta: dict[str, Any] = {
         "id": rid,
-        "finish_reason": reason,
+        "finish_reason": _finish_reason(out, hit),
         "prompt_tokens": len(ids),
         "completion_tokens": len(out.token_ids),
         "cached_tokens": 0,  # no cross-request prefix cache in the native engine (module docstring)
@@ -92,21 +86,29 @@ def _item(done: Done, job: tuple, tokenizer: Any, latency: float) -> dict[str, A
     if want_lp:
         meta["input_token_logprobs"] = []
         meta["output_token_logprobs"] = [[lp, t, None] for lp, t in zip(out.logprobs or [], out.token_ids)]
-    return {"text": text, "output_ids": list(out.token_ids), "meta_info": meta}
+    return {"text": _text(out, hit, sampling, tokenizer), "output_ids": list(out.token_ids), "meta_info": meta}
 
 
-def _finish_reason(out: Any, stop: str | None) -> dict[str, Any]:
-    if out.finish_reason == "stop":
-        return {"type": "stop", "matched": stop if stop else (out.token_ids[-1] if out.token_ids else None)}
+def _text(out: Any, hit: StopHit | None, s: GenerateSampling, tokenizer: Any) -> str:
+    """SGLang's text: decoded with its skip_special_tokens, a matched stop token left out and the text cut at
+    a matched stop string, unless no_stop_trim (output_ids always keep every generated id)."""
+    ids = out.token_ids
+    if hit is not None and hit.string is None and not s.no_stop_trim:
+        ids = ids[:-1]
+    text = tokenizer.decode(ids, skip_special_tokens=s.skip_special_tokens)
+    if hit is None or hit.string is None:
+        return text
+    tail = tokenizer.decode(ids[-hit.tail_tokens :], skip_special_tokens=s.skip_special_tokens)
+    return cut_at_stop(text, tail, hit, s.no_stop_trim)
+
+
+def _finish_reason(out: Any, hit: StopHit | None) -> dict[str, Any]:
+    if out.finish_reason == "stop":  # a stop string, else the stop token (EOS or stop_token_ids): the last id
+        matched = hit.string if hit is not None and hit.string else (out.token_ids[-1] if out.token_ids else None)
+        return {"type": "stop", "matched": matched}
     if out.finish_reason == "abort":
         return {"type": "abort", "message": "aborted", "status_code": None, "err_type": None}
     if out.finish_reason == "error":
         return {"type": "abort", "message": getattr(out, "error", None) or "the engine failed this request",
                 "status_code": 500, "err_type": "engine_error"}
     return {"type": "length", "length": len(out.token_ids)}  # length, critical_length, out_of_memory
-
-
-def _with_ids(out: Any, ids: list[int]) -> Any:
-    from dataclasses import replace
-
-    return replace(out, token_ids=ids)

@@ -19,7 +19,7 @@ from engine.server.engine_client import Delta, Done, Failed, JobHandle
 from engine.server.errors import error_body, error_response
 from engine.server.prepare import check_context, check_model, critical_cap, encode, sampling_params
 from engine.server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
-from engine.server.streaming import TextStream, final_text
+from engine.server.streaming import TextStream
 from engine.server.waiting import wait_all_or_disconnect
 
 router = APIRouter()
@@ -86,9 +86,10 @@ class _Reply:
         self.created, self.model = int(time.time()), state.config.model_name
 
     def _texts(self, done: Done) -> tuple[str, str]:
-        tok, stop, keep = self.state.lm.tokenizer, done.request.stop_string, self.body.include_stop_str_in_output
-        clean = final_text(done.output, stop, tok, self.body.skip_special_tokens, keep)
-        return clean, final_text(done.output, stop, tok, False, keep)
+        """(content, raw): content drops special tokens such as <|im_end|> (structure tags stay) unless the
+        request set skip_special_tokens: false; raw keeps everything. Both end at the stop string."""
+        out = done.output
+        return (out.text if self.body.skip_special_tokens else out.raw_text), out.raw_text
 
     def whole(self, result: Done | Failed) -> JSONResponse:
         if isinstance(result, Failed):
@@ -103,7 +104,7 @@ class _Reply:
         return JSONResponse(body)
 
     async def stream(self, handle: JobHandle) -> AsyncIterator[str]:
-        text = TextStream(self.state.lm.tokenizer, self.body.stop_list, self.body.skip_special_tokens)
+        text = TextStream(self.state.lm.codec, handle.holdback, not self.body.skip_special_tokens)
         usage = self.body.include_usage
         try:
             if self.chat:
