@@ -55,6 +55,8 @@ class _Uvicorn(uvicorn.Server):
 class Server:
     def __init__(self, lm: Any, config: ServerConfig, sock: socket.socket) -> None:
         self.sock, self.config = sock, config
+        host, port = sock.getsockname()[:2]
+        self.url = f"http://{host}:{port}"
         metrics = Metrics(lm.pool.num_pages)
         self.client = EngineClient(lm, metrics)
         self.state = ServerState(lm, self.client, config, metrics)
@@ -64,11 +66,6 @@ class Server:
         )
         self.uvicorn = _Uvicorn(uv, on_exit=self.client.stop_admitting)
         self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.sock.getsockname()[:2]
-        return f"http://{host}:{port}"
 
     def run(self) -> None:
         """Serve in this thread until a signal (or `should_exit`); then shut down gracefully."""
