@@ -105,12 +105,13 @@ class _Reply:
 
     async def stream(self, handle: JobHandle) -> AsyncIterator[str]:
         text = TextStream(self.state.lm.codec, handle.holdback, not self.body.skip_special_tokens)
-        usage = self.body.include_usage
+        usage, ended = self.body.include_usage, False
         try:
             if self.chat:
                 yield _sse(self._chunk(None, role=True), usage)
             async for update in handle:
                 if isinstance(update, Delta):
+                    self.request.state.log["completion_tokens"] += len(update.ids)
                     if piece := text.feed(update.ids):
                         yield _sse(self._chunk(piece), usage)
                 elif isinstance(update, Failed) or update.output.finish_reason == "error":
@@ -122,8 +123,11 @@ class _Reply:
                     if usage:
                         yield _sse(fmt.usage_chunk(self.rid, self.created, self.model, self.chat, update.output), False)
             yield "data: [DONE]\n\n"
+            ended = True
         finally:
-            handle.close()  # a client that went away cancels this generator: its request is aborted here
+            if not ended:  # the client went away (or shutdown cut it): this generator was cancelled
+                self.request.state.log["status"] = 499
+            handle.close()  # ... and its request is aborted here, its KV freed at once
 
     def _chunk(self, piece: str | None, reason: str | None = None, role: bool = False) -> dict[str, Any]:
         return fmt.chunk(self.rid, self.created, self.model, self.chat, piece, reason, role)
