@@ -168,3 +168,16 @@ def test_the_serve_command_answers_and_stops_on_sigterm(tmp_path):
             proc.kill()
     text = (tmp_path / "serve.log").read_text()
     assert f"{r.json()['id']} POST /v1/chat/completions 200" in text and "KV pages in use: 0" in text
+
+
+def test_dtype_flag_sets_the_weights_and_the_kv_pool():
+    import argparse
+
+    import torch
+
+    from engine.server import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    lm = cli._build(parser.parse_args(["--tiny", "--dtype", "bfloat16", "--num-pages", "8"]))
+    assert next(lm.model.parameters()).dtype == torch.bfloat16 and lm.pool.k.dtype == torch.bfloat16
