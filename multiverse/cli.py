@@ -32,7 +32,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text.lower():
+        empty = action.default is None or action.default is False or action.default == []  # 0 and 0.0 are shown
+        if empty or action.default == argparse.SUPPRESS or "default" in text.lower():
             return text
         return super()._get_help_string(action)
 
