@@ -11,17 +11,13 @@ import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from rich.console import Console
-from rich.live import Live
-
-from engine.api import MultiverseLM
-from engine.events import Finished
-from engine.params import SamplingParams
-from engine.view import BranchView, stats_table
 from multiverse.errors import UsageError, check_at_least, check_tokenizer
+
+if TYPE_CHECKING:  # torch, transformers and rich load in run(): flag errors come back at once
+    from engine.api import MultiverseLM
+    from engine.params import SamplingParams
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +72,12 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_args(args)
+    from rich.console import Console
+    from rich.live import Live
+
+    from engine.events import Finished
+    from engine.view import BranchView, stats_table
+
     console = Console(stderr=args.json)
     lm = _build(args)
     prompt = _prompt(args, lm.tokenizer)
@@ -112,6 +113,10 @@ def _prompt(args: argparse.Namespace, tokenizer: Any) -> str | list[dict[str, st
 
 
 def _build(args: argparse.Namespace) -> MultiverseLM:
+    import torch
+
+    from engine.api import MultiverseLM
+
     options = dict(parallel=not args.sequential, max_paths=args.max_paths, max_depth=args.max_depth)
     if args.dtype:
         options["dtype"] = getattr(torch, args.dtype)
@@ -127,6 +132,8 @@ def _build(args: argparse.Namespace) -> MultiverseLM:
 
 
 def _params(args: argparse.Namespace, lm: MultiverseLM, prompt) -> SamplingParams:  # noqa: ANN001
+    from engine.params import SamplingParams
+
     processors = []
     if args.script is not None:
         from engine.script import ScriptedProcessor

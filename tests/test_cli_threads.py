@@ -6,7 +6,7 @@ import argparse
 import torch
 
 from multiverse import threads
-from multiverse.cli import check_common
+from multiverse.cli import apply_threads
 from multiverse.demo import DEFAULT_MODEL
 
 
@@ -33,9 +33,9 @@ def test_the_default_model_gets_one_thread_and_threads_overrides():
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        check_common(argparse.Namespace(threads=None, model=str(DEFAULT_MODEL)))
+        apply_threads(argparse.Namespace(threads=None, model=str(DEFAULT_MODEL)))
         assert torch.get_num_threads() == 1
-        check_common(argparse.Namespace(threads=2, model=str(DEFAULT_MODEL)))
+        apply_threads(argparse.Namespace(threads=2, model=str(DEFAULT_MODEL)))
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)

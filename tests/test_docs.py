@@ -50,3 +50,13 @@ def test_ci_script_is_valid_bash_and_installs_the_cpu_build_like_the_readme():
     run = ROOT / ".ci" / "run"
     assert subprocess.run(["bash", "-n", str(run)]).returncode == 0
     assert "--index-url https://download.pytorch.org/whl/cpu" in run.read_text(encoding="utf-8")
+
+
+def test_version_matches_pyproject():
+    import tomllib
+
+    import multiverse
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert multiverse.__version__ == project["version"]
+    assert any(d.startswith("pydantic") for d in project["dependencies"])  # the typed config layer needs it
