@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.server.launch import Server, bind
 
-    _check(args)
+    check_args(args)
     sock = bind(args.host, args.port)  # before the model loads: a taken port fails in a second, not a minute
     try:
         lm = _build(args)
@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace) -> None:
+    """Flag checks that need no model (multiverse.cli runs them before torch is imported)."""
     for flag, value, low in [("--max-model-len", args.max_model_len, 2), ("--default-max-tokens", args.default_max_tokens, 1),
                              ("--num-pages", args.num_pages, 2), ("--page-size", args.page_size, 1),
                              ("--max-running", args.max_running, 1), ("--max-paths", args.max_paths, 1),
@@ -103,4 +104,4 @@ def _context(args: argparse.Namespace, lm: Any) -> int:
     return args.max_model_len
 
 
-__all__ = ["ServerConfig", "add_arguments", "run"]
+__all__ = ["ServerConfig", "add_arguments", "check_args", "run"]
