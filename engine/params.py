@@ -45,6 +45,7 @@ class SamplingParams:
     logits_processors: Sequence[LogitsProcessor] = field(default_factory=tuple)
     max_paths: int | None = None  # tighter than the engine's limit, for this request only
     max_depth: int | None = None
+    parallel: bool = True  # False: never fork while decoding (the prompt keeps the Multiverse layout)
 
     def __post_init__(self) -> None:
         _int("max_new_tokens", self.max_new_tokens, 1, MAX_INT)
@@ -55,7 +56,7 @@ class SamplingParams:
         _int("max_depth", self.max_depth, 1, MAX_INT, optional=True)
         self._set("temperature", _real("temperature", self.temperature, lambda x: x >= 0, ">= 0"))
         self._set("top_p", _real("top_p", self.top_p, lambda x: 0 < x <= 1, "in (0, 1]"))
-        for name in ("ignore_eos", "include_stop_str_in_output", "logprobs"):
+        for name in ("ignore_eos", "include_stop_str_in_output", "logprobs", "parallel"):
             if not isinstance(getattr(self, name), bool):
                 raise _error(name, getattr(self, name), "must be True or False", TypeError)
         stop = (self.stop,) if isinstance(self.stop, str) else _sequence("stop", self.stop)

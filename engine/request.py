@@ -5,7 +5,7 @@ import enum
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -51,7 +51,9 @@ class Request:
 
     def start(self, vocab: StructureVocab) -> Branch:
         """(Re)build the root branch; a preempted request restarts here and reproduces its output (same seed)."""
-        self.root = Branch(label="", state=BranchState(vocab, self.rules))
+        # the prompt is laid out with self.rules; a request with parallel=False then writes </Goal> as text
+        rules = self.rules if self.params.parallel else replace(self.rules, parallel=False)
+        self.root = Branch(label="", state=BranchState(vocab, rules))
         self.root.generator = self.generator_for("")
         self.phase = Phase.RUNNING
         self.num_generated = self.num_forks = self.num_merges = 0

@@ -24,7 +24,6 @@ from engine.params import SamplingParams
 from engine.request import Request
 from engine.result import RequestOutput
 from engine.scheduler import EngineError
-from engine.server.sequential import decode_sequentially
 from engine.server.stable import StableOrder
 from engine.stops import holdback_for
 
@@ -56,7 +55,6 @@ class _Job:
     ids: list[int]
     params: SamplingParams
     loop: asyncio.AbstractEventLoop
-    sequential: bool = False  # never fork while decoding (SGLang's /generate), prompt layout unchanged
     updates: asyncio.Queue = field(default_factory=asyncio.Queue)
     order: StableOrder = field(default_factory=StableOrder)
     request: Request | None = None
@@ -121,8 +119,8 @@ class EngineClient:
     def healthy(self) -> bool:
         return self.error is None and self._thread.is_alive()
 
-    def submit(self, ids: list[int], params: SamplingParams, sequential: bool = False) -> JobHandle:
-        job = _Job(list(ids), params, asyncio.get_running_loop(), sequential)
+    def submit(self, ids: list[int], params: SamplingParams) -> JobHandle:
+        job = _Job(list(ids), params, asyncio.get_running_loop())
         if not self._command(("submit", job)):
             job.updates.put_nowait(Failed(503, self.error or "the server is shutting down"))
             job.over = True
@@ -187,8 +185,6 @@ class EngineClient:
     def _admit(self, job: _Job) -> None:
         try:
             job.request = self.lm.submit(job.ids, job.params, sink=self._sink(job))
-            if job.sequential:
-                decode_sequentially(job.request)  # before any step: the request has not started yet
         except (TypeError, ValueError) as err:  # this request's input: it fails alone
             self._post(job, Failed(400, str(err)))
             return

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import fields
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,7 +25,6 @@ from engine.server.prepare import check_context, critical_cap, encode, sampling_
 from engine.server.waiting import wait_all_or_disconnect
 
 router = APIRouter()
-_PER_REQUEST_PARALLEL = "parallel" in {f.name for f in fields(SamplingParams)}
 
 
 @router.api_route("/generate", methods=["POST", "PUT"])
@@ -41,7 +39,7 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
         jobs.append((ids, _params(sampling, want_lp, ids, state.config), sampling, want_lp, rid or uuid.uuid4().hex))
     request.state.log = {"id": jobs[0][4], "prompt_tokens": sum(len(j[0]) for j in jobs), "completion_tokens": 0}
     started = time.perf_counter()
-    handles = [state.client.submit(ids, params, sequential=not _PER_REQUEST_PARALLEL) for ids, params, *_ in jobs]
+    handles = [state.client.submit(ids, params) for ids, params, *_ in jobs]
     results = await wait_all_or_disconnect(handles, request)
     if results is None:
         return JSONResponse({}, status_code=499)
@@ -55,7 +53,6 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
 
 
 def _params(s: GenerateSampling, want_lp: bool, ids: list[int], config: Any) -> SamplingParams:
-    extra = {"parallel": False} if _PER_REQUEST_PARALLEL else {}
     return sampling_params(
         max_new_tokens=s.max_new_tokens if s.max_new_tokens is not None else config.default_max_tokens,
         max_critical_tokens=critical_cap(ids, config, None),
@@ -68,7 +65,7 @@ def _params(s: GenerateSampling, want_lp: bool, ids: list[int], config: Any) -> 
         ignore_eos=s.ignore_eos,
         include_stop_str_in_output=s.no_stop_trim,
         logprobs=want_lp,
-        **extra,
+        parallel=False,
     )
 
 
