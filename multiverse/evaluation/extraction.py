@@ -16,7 +16,7 @@ BOXED, ANSWER_LINE, LAST_NUMBER, ANSWER_PHRASE, BARE_LETTER, PAREN_LETTER, NONE 
     "boxed", "answer_line", "last_number", "answer_phrase", "bare_letter", "paren_letter", "none",
 )
 
-_ANSWER_LINE = re.compile(r"(?im)^[^\S\n]*(?:\*\*)?(?:final\s+)?answer(?:\*\*)?\s*[:：](?:\*\*)?[^\S\n]*(.*)$")
+_ANSWER_LINE = re.compile(r"(?im)(?:\*\*)?\b(?:final\s+)?answer(?:\*\*)?\s*[:：](?:\*\*)?[^\S\n]*(.*)$")
 _NUMBER = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?(?![\w])")
 _PARENS = re.compile(r"\([^()]*\)")
 _LETTER = r"\(?\s*([A-D])\s*\)?"
@@ -47,7 +47,7 @@ def last_boxed(text: str) -> str | None:
 
 
 def answer_line(text: str) -> str | None:
-    """What follows the last `Answer:` at the start of a line, on that line; wrappers ($, \\(, trailing .) removed."""
+    """What follows the last `Answer:` (or `Final Answer:`), on its line; wrappers ($, \\(, trailing .) removed."""
     found = [m.group(1) for m in _ANSWER_LINE.finditer(text) if m.group(1).strip()]
     return unwrap(found[-1]) if found else None
 

@@ -28,6 +28,7 @@ def timed(backend: Backend, prompt: Any, dec: Any) -> dict[str, Any]:
     return {
         "wall_s": wall,
         "generated_tokens": gen.generated_tokens,
+        "forced_tokens": gen.forced_tokens,
         "critical_path": gen.critical_path,
         "forks": gen.num_forks,
         "latency_per_position_s": wall / max(1, gen.critical_path),

@@ -18,10 +18,12 @@ class NativeBackend:
         url: str | None = None,
         parallel: bool = True,
         lm: Any = None,
+        logits_processors: Sequence[Any] = (),
     ) -> None:
         from engine.api import MultiverseLM
 
         self.name, self.url, self.parallel = backend, url, parallel
+        self.logits_processors = tuple(logits_processors)  # added to every request (scripted structures in tests)
         if lm is None:
             options: dict[str, Any] = {"device": device, "parallel": parallel}
             if backend != "native":
@@ -54,8 +56,7 @@ class NativeBackend:
         outs = self.lm.generate(list(prompts), [self._params(d) for d in decodings])
         return [to_generation(o) for o in outs]
 
-    @staticmethod
-    def _params(d: Decoding) -> Any:
+    def _params(self, d: Decoding) -> Any:
         from engine.params import SamplingParams
 
         return SamplingParams(
@@ -64,6 +65,7 @@ class NativeBackend:
             temperature=d.temperature,
             top_p=d.top_p,
             seed=d.seed,
+            logits_processors=self.logits_processors,
         )
 
     def sequential(self) -> "NativeBackend":
