@@ -77,10 +77,11 @@ class Session:
     def sweep(self, model: Backend, problems: list[tuple[str, Problem]]) -> dict[str, Any]:
         from multiverse.evaluation.sweep import Arm, budget_sweep, plot, table
 
-        arms = [Arm("model", model, self.config)]
+        arms = [Arm("model", model, self.config, _name(self.s["model"]))]
         if self.s["baseline_model"]:
             baseline = self.backend(self.s["baseline_model"], self.s["baseline_url"], parallel=False)
-            arms.append(Arm("baseline", baseline, replace(self.config, suffix=self.s["baseline_suffix"])))
+            config = replace(self.config, suffix=self.s["baseline_suffix"])
+            arms.append(Arm("baseline", baseline, config, _name(self.s["baseline_model"])))
         rows = budget_sweep(arms, problems, self.s["budgets"], self.s["budget_kind"], self.out, self.progress)
         text = table(rows)
         with open(os.path.join(self.out, "budget_sweep.md"), "w", encoding="utf-8") as f:
@@ -102,3 +103,7 @@ class Session:
         result = compare_sequential(backend, backend.sequential(), chosen, self.config, self.s["speed_rounds"], path, self.progress)
         self.console.print(print_speed(result))
         return result
+
+
+def _name(model: str) -> str:
+    return os.path.basename(os.path.normpath(model))

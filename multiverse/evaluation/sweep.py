@@ -37,6 +37,7 @@ class Arm:
     label: str  # "model" | "baseline"
     backend: Backend
     config: EvalConfig
+    name: str = ""  # shown in the legend (the model's directory name)
 
 
 def budget_sweep(
@@ -50,7 +51,7 @@ def budget_sweep(
             records = RecordFile(os.path.join(out_dir, arm.label, f"budget-{budget}", "records.jsonl"))
             done = run_samples(arm.backend, problems, config, records, desc=f"{arm.label} @ {budget}", progress=progress)
             for task, s in summarise(done, config.samples).items():
-                rows.append({"label": arm.label, "budget": budget, "kind": kind, "task": task, **s,
+                rows.append({"label": arm.label, "name": arm.name, "budget": budget, "kind": kind, "task": task, **s,
                              "accuracy": s[f"avg@{config.samples}"]})
     return rows
 
@@ -85,12 +86,16 @@ def plot(rows: Sequence[dict[str, Any]], out_dir: str) -> list[str]:
             x = [r["budget"] for r in mine]
             y = [r["accuracy"]["mean"] for r in mine]
             err = [[m - r["accuracy"]["ci95"][0] for m, r in zip(y, mine)], [r["accuracy"]["ci95"][1] - m for m, r in zip(y, mine)]]
-            name = "Multiverse model" if label == "model" else "autoregressive baseline"
+            kind_name = "Multiverse model" if label == "model" else "baseline, no forks"
+            name = f"{kind_name} ({mine[0]['name']})" if mine[0].get("name") else kind_name
             acc_ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=name)
             len_ax.plot(x, [r["critical_path"]["mean"] for r in mine], style, label=name)
         kind = rows[0]["kind"]
+        budgets = sorted({r["budget"] for r in rows})
         for ax in (acc_ax, len_ax):
             ax.set_xscale("log", base=2)
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.minorticks_off()
             ax.set_xlabel(f"budget ({'critical-path positions' if kind == 'critical' else 'total tokens'})")
             ax.grid(alpha=0.3)
         acc_ax.set_ylabel("accuracy (95% CI)")
