@@ -130,3 +130,14 @@ def test_cli_runs_end_to_end(tok, tmp_path) -> None:
     assert 0.0 <= acc["mean"] <= 1.0 and acc["n"] == 4 and "pass@2" in summary["tasks"]["all"]
     assert summary["speed"]["pairs"] == 2
     assert "multiverse eval" in proc.stdout and "speed:" in proc.stdout
+
+
+def test_sglang_backend_is_passed_through_to_multiverse_lm(tmp_path) -> None:
+    from multiverse.errors import CommandError
+    from multiverse.evaluation.cli import prepare_out
+    from multiverse.evaluation.session import Session
+
+    args = _args("--backend", "sglang", "--url", "http://127.0.0.1:9", "--out", str(tmp_path / "s"), "--no-progress")
+    settings = resolve_settings(args)
+    with pytest.raises(CommandError, match="--backend sglang"):  # unavailable here, or no server at that URL
+        Session(settings, prepare_out(args, settings), progress=False).run()

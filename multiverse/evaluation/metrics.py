@@ -67,7 +67,7 @@ def majority(answers: Sequence[str | None], same: Callable[[str, str], bool]) ->
     return next(c[0] for c in classes if len(c) == best)
 
 
-def per_question(rows: Sequence[dict], field: str = "correct") -> dict[tuple[str, str], list[dict]]:
+def per_question(rows: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
     out: dict[tuple[str, str], list[dict]] = {}
     for r in sorted(rows, key=lambda r: (r["task"], r["id"], r["sample"])):
         out.setdefault((r["task"], r["id"]), []).append(r)

@@ -30,7 +30,7 @@ class NativeBackend:
                 options.update(backend=backend, url=url)
             try:
                 lm = MultiverseLM(model, tokenizer, **options)
-            except ValueError as err:
+            except (ValueError, OSError) as err:  # unknown backend, unreachable server
                 raise CommandError(f"--backend {backend}: {err}") from err
         self.lm = lm
         self.tokenizer = lm.tokenizer

@@ -70,7 +70,7 @@ class OpenAIBackend:
         if d.max_critical_tokens is not None:
             extra["max_critical_tokens"] = d.max_critical_tokens  # the Multiverse budget; plain servers ignore it
         common = dict(model=self.served_model, max_tokens=d.max_new_tokens, temperature=d.temperature, top_p=d.top_p,
-                      seed=d.seed % 2**31, extra_body=extra)
+                      seed=d.seed, extra_body=extra)
         start = time.perf_counter()
         try:
             if isinstance(prompt, str):
