@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from multiverse.errors import UsageError
+from multiverse.errors import UsageError, check_model_path
 from multiverse.evaluation.backends import BACKENDS
 from multiverse.evaluation.protocol import PRESETS, SEQUENTIAL_SUFFIX, resolve
 from multiverse.evaluation.tasks import KINDS, TASKS
@@ -105,9 +105,10 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     except ValueError as err:
         raise UsageError(str(err)) from err
     model = args.model or str(DEFAULT_MODEL)
-    _check_model(model, "--model", must_exist=args.backend != "openai" or not args.tokenizer)
-    if args.baseline_model:
-        _check_model(args.baseline_model, "--baseline-model", must_exist=args.backend != "openai")
+    if args.backend != "openai" or not args.tokenizer:  # the model's weights, or (openai) its tokenizer
+        check_model_path(model, "--model")
+    if args.baseline_model and args.backend != "openai":
+        check_model_path(args.baseline_model, "--baseline-model")
     if args.backend in ("openai", "sglang") and not args.url:
         raise UsageError(f"--backend {args.backend} needs --url")
     if args.baseline_model and args.backend == "openai" and not args.baseline_url:
@@ -135,16 +136,6 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "compare_sequential": args.compare_sequential, "speed_rounds": args.speed_rounds,
         "speed_questions": args.speed_questions,
     }
-
-
-def _check_model(spec: str, flag: str, must_exist: bool) -> None:
-    if os.path.isdir(spec):
-        if not os.path.isfile(os.path.join(spec, "config.json")) and not os.path.isfile(os.path.join(spec, "tokenizer_config.json")):
-            raise UsageError(f"{flag} {spec}: not a Hugging Face model directory (no config.json in it)")
-    elif os.path.exists(spec):
-        raise UsageError(f"{flag} {spec}: is a file, not a model directory")
-    elif must_exist and (spec.startswith((".", "/", "~")) or spec.count("/") != 1):
-        raise UsageError(f"{flag} {spec}: no such directory (nor a hub id of the form org/name)")
 
 
 def prepare_out(args: argparse.Namespace, settings: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 A Generation carries the raw text (special tokens kept: the structure tags are needed to read the tree), the
 SPEC §7 counts from the core's one definition, and the finish reason in the engine's terms
-(stop | length | critical_length | out_of_memory | abort).
+(stop | length | critical_length | out_of_memory | abort | error).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 Prompt = str | list[dict[str, str]]
-TRUNCATED = ("length", "critical_length", "out_of_memory", "abort")
+TRUNCATED = ("length", "critical_length", "out_of_memory", "abort", "error")
 
 
 @dataclass(frozen=True)

@@ -39,11 +39,14 @@ class NativeBackend:
         """Submit all, step the engine, yield each request the step it finishes (its record is written then)."""
         from engine.request import Phase
 
-        requests = self.lm._submit(list(prompts), [self._params(d) for d in decodings])
+        params = [self._params(d) for d in decodings]
+        submit = getattr(self.lm, "submit", None)  # the engine's per-request API, where this build has it
+        requests = [submit(p, q) for p, q in zip(prompts, params)] if submit else self.lm._submit(list(prompts), params)
+        step = getattr(self.lm, "step", self.lm.scheduler.step)
         pending = dict(enumerate(requests))
         try:
             while pending:
-                self.lm.scheduler.step()
+                step()
                 for i, request in list(pending.items()):
                     if request.phase is Phase.FINISHED:
                         del pending[i]
@@ -82,7 +85,7 @@ def to_generation(out: Any) -> Generation:
     s = out.stats
     tree = [{"label": b.label, "depth": b.depth, "tokens": b.num_tokens, "finish_reason": b.finish_reason} for b in out.tree]
     return Generation(
-        raw_text=out.text,
+        raw_text=getattr(out, "raw_text", "") or out.text,  # special tokens kept (the engine's raw decode)
         finish_reason=out.finish_reason,
         generated_tokens=s.generated_tokens,
         forced_tokens=s.forced_tokens,
