@@ -21,9 +21,19 @@ COMMON = ["--tasks", "toy", "--limit", "3", "--max-new-tokens", "300", "--batch-
 @contextlib.contextmanager
 def served(model: str):
     """`multiverse serve` on 127.0.0.1 (any free port); the one place that knows the server's start API."""
-    from engine.server import start, stop
+    lm = MultiverseLM(model)
+    try:
+        from engine.server import start, stop  # the threaded server: start(lm, host, port, name) -> (server, worker)
+    except ImportError:
+        from tests.server_support import start as start_app  # the FastAPI server: start(lm, **config) -> Server
 
-    server, worker = start(MultiverseLM(model), "127.0.0.1", 0, "toy-model")
+        app = start_app(lm, model_name="toy-model")
+        try:
+            yield app.url + "/v1"
+        finally:
+            app.stop()
+        return
+    server, worker = start(lm, "127.0.0.1", 0, "toy-model")
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
