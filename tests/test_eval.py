@@ -108,6 +108,7 @@ def test_paper_preset_and_flags_over_it() -> None:
     assert resolve_settings(_args("--preset", "paper"))["protocol"]["samples"] == 16
 
 
+@pytest.mark.slow
 def test_cli_runs_end_to_end(tok, tmp_path) -> None:
     from multiverse.tiny import build_model
 

@@ -50,6 +50,7 @@ def _run(tmp_path, name: str, *argv: str) -> list[dict]:
     return sorted(rows, key=lambda r: r["id"])
 
 
+@pytest.mark.slow
 def test_openai_backend_matches_native(tmp_path) -> None:
     native = _run(tmp_path, "native")
     with served(str(DEFAULT_MODEL)) as url:

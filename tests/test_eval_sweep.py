@@ -32,6 +32,7 @@ def test_parse_budgets() -> None:
         resolve_settings(_args("--baseline-model", str(DEFAULT_MODEL)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["critical", "total"])
 def test_budget_sweep_plots_model_and_baseline(tmp_path, kind) -> None:
     out = tmp_path / "sweep"
