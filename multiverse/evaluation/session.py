@@ -87,7 +87,7 @@ class Session:
         with open(os.path.join(self.out, "budget_sweep.md"), "w", encoding="utf-8") as f:
             f.write(text + "\n")
         pngs = plot(rows, self.out)
-        self.console.print(text)
+        self.console.print(text, markup=False, highlight=False)
         for p in pngs:
             self.console.print(f"wrote {p}")
         write_json(os.path.join(self.out, "budget_sweep.json"), rows)
@@ -101,7 +101,7 @@ class Session:
         if os.path.exists(path):
             os.remove(path)  # timings are remeasured whole: a resumed run times every pair again
         result = compare_sequential(backend, backend.sequential(), chosen, self.config, self.s["speed_rounds"], path, self.progress)
-        self.console.print(print_speed(result))
+        self.console.print(print_speed(result), markup=False, highlight=False)
         return result
 
 
