@@ -55,6 +55,8 @@ def test_paired_speed_with_forks(tok, tmp_path) -> None:
     assert sp["n"] == 4 and sp["min"] <= sp["q25"] <= sp["median"] <= sp["q75"] <= sp["max"]
     ratios = sorted(p["sequential"]["wall_s"] / p["parallel"]["wall_s"] for p in pairs)
     assert sp["median"] == pytest.approx((ratios[1] + ratios[2]) / 2)
+    # same tokens on both sides here, so the equal-work reading is the plain wall ratio
+    assert result["equal_work_speedup"]["median"] == pytest.approx(sp["median"])
     assert "wall-clock speedup (median of paired ratios)" in print_speed(result)
 
 

@@ -2,7 +2,9 @@
 forks, one question at a time, in ABBA order (round r runs parallel first when r is even, sequential first when
 odd), so drift and warm-up hit both sides alike. Each (question, round) is one pair; reported are the medians
 of the paired ratios with their spread (quartiles, min, max), per-token latency (wall / critical path) and
-tokens/s of each side. A run whose parallel side never forked reports no speedup: there is nothing to compare.
+tokens/s of each side. The two sides write different texts (a model trained for forks decodes worse without
+them), so the speedup at equal work is reported too: the sequential side's time per token applied to the
+parallel side's tokens. A run whose parallel side never forked reports no speedup: there is nothing to compare.
 """
 from __future__ import annotations
 
@@ -88,6 +90,13 @@ def speed_summary(pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         return out
     with_forks = [p for p in pairs if p["parallel"]["forks"] > 0]
     out["speedup"] = spread([p["sequential"]["wall_s"] / p["parallel"]["wall_s"] for p in with_forks])
+    # the two sides write different texts: also the sequential side's time per token applied to the parallel
+    # side's tokens (forced ones included: sequential decoding samples them), over the parallel wall time
+    out["equal_work_speedup"] = spread([
+        p["sequential"]["wall_s"] / p["sequential"]["generated_tokens"]
+        * (p["parallel"]["generated_tokens"] + p["parallel"]["forced_tokens"]) / p["parallel"]["wall_s"]
+        for p in with_forks
+    ])
     out["tokens_per_s_ratio"] = spread([p["parallel"]["tokens_per_s"] / p["sequential"]["tokens_per_s"] for p in with_forks])
     return out
 
@@ -107,5 +116,10 @@ def print_speed(s: dict[str, Any]) -> str:
         lines.append(
             f"  wall-clock speedup (median of paired ratios): {sp['median']:.2f}x "
             f"[quartiles {sp['q25']:.2f}-{sp['q75']:.2f}, range {sp['min']:.2f}-{sp['max']:.2f}, n={sp['n']}]"
+        )
+        eq = s["equal_work_speedup"]
+        lines.append(
+            f"  at equal work (sequential s/token x parallel's tokens / parallel wall): {eq['median']:.2f}x "
+            f"[quartiles {eq['q25']:.2f}-{eq['q75']:.2f}]"
         )
     return "\n".join(lines)
