@@ -14,6 +14,7 @@ from engine.branch import Branch, Status
 from engine.params import SamplingParams
 from engine.result import BranchInfo, RequestOutput, Stats
 from engine.stops import StopHit, cut_at_stop, holdback_for
+from multiverse.attention.counts import degree_of_parallelism
 from multiverse.attention.scanner import BranchState, PathEnd, StructureRules
 from multiverse.tags import StructureVocab
 
@@ -104,7 +105,7 @@ class Request:
             generated_tokens=self.num_generated,
             forced_tokens=sum(forced[n:]),
             critical_path=critical,
-            degree_of_parallelism=self.num_generated / critical if critical else 1.0,
+            degree_of_parallelism=degree_of_parallelism(self.num_generated, critical),
             wall_time_s=wall,
             tokens_per_s=self.num_generated / wall if wall > 0 else 0.0,
             num_forks=self.num_forks,

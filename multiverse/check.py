@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.tree import Tree
@@ -11,6 +12,9 @@ from multiverse.errors import UsageError
 from multiverse.structure import Document, StructureError, Think, parse
 from multiverse.structure.tree import Text
 from multiverse.tokens import load_tagged_tokenizer
+
+if TYPE_CHECKING:
+    from multiverse.attention.counts import TokenCounts
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,8 +53,11 @@ def run(args: argparse.Namespace) -> int:
         depth = max((b.depth() for b in blocks), default=0)  # an enclosing block is deeper than any inside it
         line = f"{name}: ok, {len(blocks)} blocks, nesting depth {depth}"
         if tokenizer is not None:
-            tokens, critical = token_counts(doc, tokenizer)
-            line += f", {tokens} tokens, critical path {critical}, degree of parallelism {tokens / critical:.3f}"
+            c = token_counts(doc, tokenizer)
+            line += (
+                f", {c.generated} generated + {c.forced} forced tokens, critical path {c.critical_path}, "
+                f"degree of parallelism {c.degree_of_parallelism:.3f}"
+            )
         console.print(line, soft_wrap=True)
     return 1 if bad else 0
 
@@ -62,14 +69,14 @@ def _tokenizer(name: str) -> object:
         raise UsageError(f"--tokenizer {name}: {' '.join(str(err).split())[:300]}") from err
 
 
-def token_counts(doc: Document, tokenizer: object) -> tuple[int, int]:
-    """(tokens, critical path = largest position + 1) of a parsed trace in canonical form."""
-    from multiverse.attention import position_ids
+def token_counts(doc: Document, tokenizer: object) -> "TokenCounts":
+    """SPEC §7 counts of a parsed trace in canonical form, as if the engine had generated it from no prompt:
+    forced tokens are not generated tokens (the core's one definition, shared with the engine)."""
+    from multiverse.attention.counts import count_tokens
     from multiverse.encode import encode_trace
     from multiverse.structure import serialise
 
-    ids = encode_trace(serialise(doc), tokenizer, canonical=False)
-    return len(ids), int(position_ids(ids, tokenizer).max()) + 1 if ids else 0
+    return count_tokens(encode_trace(serialise(doc), tokenizer, canonical=False), tokenizer)
 
 
 def _short(text: str, width: int) -> str:

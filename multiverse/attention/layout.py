@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 
 from multiverse.attention.scanner import BranchState, Fallback, Fork, PathEnd, StructureRules
+from multiverse.encode import fork_prefix_ids
 from multiverse.structure.errors import StructureError
 from multiverse.tags import StructureVocab
 
@@ -33,6 +34,8 @@ class Layout:
     hidden_lo: torch.Tensor  # [L, D] int64 (D >= 1; unused ranges are empty: lo == hi == 0)
     hidden_hi: torch.Tensor  # [L, D] int64
     fallbacks: tuple[tuple[int, str], ...] = ()  # (token index of </Goal>, reason)
+    forced: tuple[int, ...] = ()  # token indices the engine places itself: fork prefixes, merge <Conclusion>
+    num_forks: int = 0  # blocks that fork (a block that falls back is not counted)
 
     @property
     def length(self) -> int:
@@ -83,6 +86,9 @@ class _Scanner:
     def __init__(self, vocab: StructureVocab, rules: StructureRules, strict: bool) -> None:
         self.vocab, self.rules, self.strict = vocab, rules, strict
         self.fallbacks: list[tuple[int, str]] = []
+        self.path_opens: list[tuple[int, str]] = []  # (token index of a forked path's <Path>, its label)
+        self.merges: list[int] = []  # token index of each forced <Conclusion>
+        self.num_forks = 0
 
     def run(self, ids: list[int], docs: list[int]) -> tuple[list[int], list[int], list[tuple[Range, ...]]]:
         """(positions [L], per-token index into the hidden-range table, the table)."""
@@ -126,6 +132,7 @@ class _Scanner:
             if done:
                 path.hidden = path.hidden + ((top.first_path, i),)
             stack.append(path)
+            self.path_opens.append((i, top.labels[done]))
             return path
         if done < len(top.labels) and self.strict:
             raise StructureError(f"block expects {len(top.labels)} paths, found {done}", token_index=i)
@@ -133,10 +140,13 @@ class _Scanner:
             raise StructureError("<Conclusion> must follow the last </Path>", token_index=i)
         stack.pop()
         top.parent.state.merged(max(top.path_ends, default=top.goal_position))
+        if token == self.vocab.tags.conclusion_open:
+            self.merges.append(i)
         return top.parent
 
     def _handle(self, stack: list[_Path | _Block], path: _Path, event: Any, i: int) -> None:
         if isinstance(event, Fork):
+            self.num_forks += 1
             stack.append(_Block(path, event.labels, event.goal_position, i + 1))
         elif isinstance(event, PathEnd):
             stack.pop()
@@ -179,7 +189,8 @@ def layout(
     docs = as_list(doc_ids) if doc_ids is not None else [0] * len(ids)
     if len(docs) != len(ids):
         raise ValueError(f"doc_ids has {len(docs)} entries for {len(ids)} tokens")
-    scanner = _Scanner(StructureVocab.from_tokenizer(tokenizer), rules or StructureRules(), strict)
+    vocab = StructureVocab.from_tokenizer(tokenizer)
+    scanner = _Scanner(vocab, rules or StructureRules(), strict)
     positions, which, table = scanner.run(ids, docs)
     lo, hi = _ranges_to_tensors(table, which)
     doc_tensor = torch.tensor(docs, dtype=torch.long)
@@ -190,7 +201,21 @@ def layout(
         hidden_lo=lo,
         hidden_hi=hi,
         fallbacks=tuple(scanner.fallbacks),
+        forced=_forced(ids, scanner, vocab),
+        num_forks=scanner.num_forks,
     )
+
+
+def _forced(ids: list[int], scanner: _Scanner, vocab: StructureVocab) -> tuple[int, ...]:
+    """Indices of the tokens the engine forces (SPEC §5): each forked path's `<Path> LABEL ":"` (as far as the
+    ids agree with it) and each merge's `<Conclusion>`."""
+    out = list(scanner.merges)
+    for i, label in scanner.path_opens:
+        for k, want in enumerate(fork_prefix_ids(label, vocab)):
+            if i + k >= len(ids) or ids[i + k] != want:
+                break
+            out.append(i + k)
+    return tuple(sorted(out))
 
 
 def _ranges_to_tensors(table: list[tuple[Range, ...]], which: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

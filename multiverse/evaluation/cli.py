@@ -1,59 +1,161 @@
-"""`multiverse eval`: accuracy, degree of parallelism and speedup on AIME24/25, MATH500, GPQA-Diamond."""
+"""`multiverse eval`: accuracy with standard errors, parallelism, budget control and paired speed.
+
+    multiverse eval --tasks toy --limit 20                          # the shipped default model on its own task
+    multiverse eval --model PATH --tasks aime24,aime25 --data-dir ../shared/data --preset paper --out runs/eval
+    multiverse eval --backend openai --url http://127.0.0.1:8000/v1 --model PATH --tasks math500 --limit 50
+    multiverse eval --model PATH --baseline-model AR_PATH --budgets 1024,2048,4096 --budget-kind critical ...
+    multiverse eval --tasks mine.jsonl --field question=problem,answer=solution --task-kind word ...
+    multiverse eval ... --resume runs/eval                          # after a kill: skips what is done
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import time
+from dataclasses import asdict
+from typing import Any
 
-from multiverse.evaluation.report import print_table, save, summarise
-from multiverse.evaluation.runner import PARALLEL_SUFFIX, EvalConfig, evaluate
-from multiverse.evaluation.tasks import TASKS, load_task
+from multiverse.errors import UsageError, check_model_path
+from multiverse.evaluation.backends import BACKENDS
+from multiverse.evaluation.protocol import PRESETS, SEQUENTIAL_SUFFIX, resolve
+from multiverse.evaluation.tasks import KINDS, TASKS
+
+UNCHECKED = ("out", "resume", "progress")  # run settings a resume may change
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from multiverse.demo import DEFAULT_MODEL
-
-    parser.add_argument("--model", default=str(DEFAULT_MODEL), help="local model directory or hub name "
-                        "(default: the tiny model shipped with the package)")
-    parser.add_argument("--tasks", default="aime24", help=f"comma-separated: {', '.join(TASKS)}")
-    parser.add_argument("--data-dir", help="directory with local copies (e.g. ../shared/data); default: the hub")
-    parser.add_argument("--limit", type=int, help="first N problems per task")
-    parser.add_argument("--samples", type=int, default=1, help="generations per problem (pass@1 averaged)")
-    parser.add_argument("--max-new-tokens", type=int, default=4096, help="budget of sampled tokens per generation")
-    parser.add_argument("--max-critical-tokens", type=int, help="latency budget along the critical path")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1]")
-    parser.add_argument("--batch-size", type=int, default=8, help="generations decoded together")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--suffix", default=PARALLEL_SUFFIX, help="appended to each question ('' for none)")
-    parser.add_argument("--compare-sequential", action="store_true", help="also decode with parallel=False: speedup")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the model's)")
-    parser.add_argument("--out", default="eval_out", help="directory for results.jsonl, summary.json, parallelism.png")
+    src = parser.add_argument_group("model and backend")
+    src.add_argument("--model", help="model directory or hub id (default: the shipped default model); with "
+                     "--backend openai: where the tokenizer comes from unless --tokenizer is given")
+    src.add_argument("--tokenizer", help="tokenizer for counting tokens of returned text (openai backend)")
+    src.add_argument("--backend", choices=BACKENDS, default="native", help="native: our engine; sglang: an SGLang server; openai: any OpenAI-compatible server")
+    src.add_argument("--url", help="server base URL (openai: e.g. http://127.0.0.1:8000/v1; sglang: the SGLang server)")
+    src.add_argument("--served-model", help="model name on the server (default: the first it lists)")
+    src.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "EMPTY"), help="openai: the server's key (default: $OPENAI_API_KEY)")
+    src.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    src.add_argument("--max-retries", type=int, default=3, help="openai: retries per request (with backoff)")
+    src.add_argument("--request-extra", help='openai: JSON merged into every request (default {"skip_special_tokens": false})')
+    src.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the model's)")
+    data = parser.add_argument_group("tasks")
+    data.add_argument("--tasks", default="toy", help=f"comma-separated names ({', '.join(TASKS)}) and/or .jsonl/.parquet files")
+    data.add_argument("--field", help="for task files: question=COLUMN,answer=COLUMN[,id=COLUMN]")
+    data.add_argument("--task-kind", choices=KINDS, default="math", help="for task files (word: last number accepted)")
+    data.add_argument("--data-dir", help="directory with local copies (e.g. ../shared/data); default: the hub")
+    data.add_argument("--limit", type=int, help="first N questions per task")
+    proto = parser.add_argument_group("protocol (flags win over --preset)")
+    proto.add_argument("--preset", choices=list(PRESETS), default="none", help="paper: avg@16, T=0.6, top-p 0.95, critical budget")
+    proto.add_argument("--samples", type=int, help="generations per question (avg@k, pass@k, cons@k)")
+    proto.add_argument("--temperature", type=float, help="0 decodes greedily (default 0, or the preset's)")
+    proto.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1] (default 1, or the preset's)")
+    proto.add_argument("--max-new-tokens", type=int, help="token budget over all branches (cost)")
+    proto.add_argument("--max-critical-tokens", type=int, help="budget along the critical path (latency)")
+    proto.add_argument("--suffix", help="appended to each question ('' for none)")
+    proto.add_argument("--no-chat", action="store_true", help="plain prompts, no chat template")
+    proto.add_argument("--seed", type=int, help="base of the per-sample seeds, derived from (task, id, sample)")
+    proto.add_argument("--batch-size", type=int, help="generations decoded together")
+    sweep = parser.add_argument_group("budget control")
+    sweep.add_argument("--budgets", help="e.g. 1024,2048,4096: one run per budget, accuracy plotted against budget")
+    sweep.add_argument("--budget-kind", choices=("critical", "total"), default="critical", help="critical: max_critical_tokens (latency); total: max_new_tokens (cost)")
+    sweep.add_argument("--baseline-model", help="an autoregressive model run side by side (decoded without forks)")
+    sweep.add_argument("--baseline-url", help="openai backend: the server of the baseline model")
+    sweep.add_argument("--baseline-suffix", default=SEQUENTIAL_SUFFIX, help="the suffix the baseline's questions get")
+    speed = parser.add_argument_group("speed")
+    speed.add_argument("--compare-sequential", action="store_true", help="ABBA-paired wall-clock runs with and without forks")
+    speed.add_argument("--speed-rounds", type=int, default=2, help="rounds per question (even: ABBA balanced)")
+    speed.add_argument("--speed-questions", type=int, default=8, help="first N questions timed")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", default="eval_out", help="directory for records.jsonl, summary.json, plots")
+    out.add_argument("--resume", metavar="DIR", help="continue the run in DIR: finished samples are skipped")
+    out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.api import MultiverseLM
-    from multiverse.errors import check_choices
+    from multiverse.evaluation.session import Session
 
-    check_choices("--tasks", [name.strip() for name in args.tasks.split(",")], list(TASKS))  # before the model
+    settings = resolve_settings(args)
+    out_dir = prepare_out(args, settings)
+    return Session(settings, out_dir, args.progress, args.api_key).run()
 
-    config = EvalConfig(
-        samples=args.samples,
-        max_new_tokens=args.max_new_tokens,
-        max_critical_tokens=args.max_critical_tokens,
-        temperature=args.temperature,
-        top_p=args.top_p,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        suffix=args.suffix,
-    )
-    problems = [
-        (name, p) for name in args.tasks.split(",") for p in load_task(name.strip(), data_dir=args.data_dir, limit=args.limit)
-    ]
-    lm = MultiverseLM(args.model, device=args.device)
-    baseline = MultiverseLM(lm.model, lm.tokenizer, device=args.device, parallel=False) if args.compare_sequential else None
-    records = evaluate(lm, problems, config, baseline)
-    summary = summarise(records)
-    print_table(summary)
-    for path in save(records, summary, args.out):
-        print(f"wrote {os.path.relpath(path)}")
-    return 0
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Every setting of the run, checked before any slow work (bad input raises UsageError naming the flag)."""
+    from multiverse.demo import DEFAULT_MODEL
+    from multiverse.evaluation.sweep import parse_budgets
+    from multiverse.evaluation.tasks import is_file_task, parse_fields
+
+    specs = [s.strip() for s in args.tasks.split(",") if s.strip()]
+    if not specs:
+        raise UsageError("--tasks: give at least one task")
+    for spec in specs:
+        if is_file_task(spec):
+            if not os.path.isfile(spec):
+                raise UsageError(f"--tasks {spec}: no such file")
+        elif spec not in TASKS:
+            raise UsageError(f"--tasks {spec}: unknown task; choose from {', '.join(TASKS)}, or give a .jsonl/.parquet file")
+    fields = parse_fields(args.field) if args.field else None
+    if fields and not any(is_file_task(s) for s in specs):
+        raise UsageError("--field applies to task files (--tasks FILE.jsonl)")
+    given = {"samples": args.samples, "temperature": args.temperature, "top_p": args.top_p,
+             "max_new_tokens": args.max_new_tokens, "max_critical_tokens": args.max_critical_tokens,
+             "suffix": args.suffix, "chat": False if args.no_chat else None, "seed": args.seed, "batch_size": args.batch_size}
+    try:
+        protocol = resolve(args.preset, given)
+        budgets = parse_budgets(args.budgets) if args.budgets else None
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    model = args.model or str(DEFAULT_MODEL)
+    if args.backend != "openai" or not args.tokenizer:  # the model's weights, or (openai) its tokenizer
+        check_model_path(model, "--model")
+    if args.baseline_model and args.backend != "openai":
+        check_model_path(args.baseline_model, "--baseline-model")
+    if args.backend in ("openai", "sglang") and not args.url:
+        raise UsageError(f"--backend {args.backend} needs --url")
+    if args.baseline_model and args.backend == "openai" and not args.baseline_url:
+        raise UsageError("--baseline-model with --backend openai needs --baseline-url (the server of the baseline)")
+    if args.baseline_model and not budgets:
+        raise UsageError("--baseline-model is compared in a budget sweep: give --budgets as well")
+    if args.compare_sequential and args.backend == "openai":
+        raise UsageError("--compare-sequential needs --backend native or sglang (a server decodes as it was started)")
+    for flag, value, low in (("--limit", args.limit, 1), ("--concurrency", args.concurrency, 1),
+                             ("--speed-rounds", args.speed_rounds, 1), ("--speed-questions", args.speed_questions, 1),
+                             ("--max-retries", args.max_retries, 0)):
+        if value is not None and value < low:
+            raise UsageError(f"{flag} {value}: must be >= {low}")
+    try:
+        extra = json.loads(args.request_extra) if args.request_extra else None
+    except json.JSONDecodeError as err:
+        raise UsageError(f"--request-extra: not JSON ({err.msg})") from err
+    return {
+        "tasks": specs, "field": fields, "task_kind": args.task_kind, "data_dir": args.data_dir, "limit": args.limit,
+        "backend": args.backend, "model": model, "tokenizer": args.tokenizer, "url": args.url,
+        "served_model": args.served_model, "concurrency": args.concurrency, "max_retries": args.max_retries,
+        "request_extra": extra, "device": args.device, "preset": args.preset, "protocol": asdict(protocol),
+        "budgets": budgets, "budget_kind": args.budget_kind, "baseline_model": args.baseline_model,
+        "baseline_url": args.baseline_url, "baseline_suffix": args.baseline_suffix,
+        "compare_sequential": args.compare_sequential, "speed_rounds": args.speed_rounds,
+        "speed_questions": args.speed_questions,
+    }
+
+
+def prepare_out(args: argparse.Namespace, settings: dict[str, Any]) -> str:
+    """The output directory; a resume must use the settings the run started with."""
+    out_dir = args.resume or args.out
+    config_path = os.path.join(out_dir, "config.json")
+    if args.resume:
+        if not os.path.isfile(config_path):
+            raise UsageError(f"--resume {out_dir}: no config.json there (not a multiverse eval directory)")
+        with open(config_path, encoding="utf-8") as f:
+            stored = json.load(f)["settings"]
+        changed = sorted(k for k in set(stored) | set(settings) if k not in UNCHECKED and stored.get(k) != settings.get(k))
+        if changed:
+            raise UsageError(f"--resume {out_dir}: the run was started with other settings ({', '.join(changed)}); "
+                             "give the same flags, or a new --out")
+        return out_dir
+    if os.path.exists(os.path.join(out_dir, "records.jsonl")) or os.path.isdir(os.path.join(out_dir, "model")):
+        raise UsageError(f"--out {out_dir}: holds an earlier run; continue it with --resume {out_dir}, or choose another --out")
+    from multiverse.evaluation.provenance import write_json
+
+    os.makedirs(out_dir, exist_ok=True)
+    write_json(config_path, {"settings": settings, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return out_dir

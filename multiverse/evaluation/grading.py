@@ -1,69 +1,84 @@
-"""Answer extraction and grading (math equivalence through math-verify; letters for multiple choice)."""
+"""Grading: the text a grader reads (special tokens removed), the extracted answer, math equivalence.
+
+The raw decode keeps special tokens (`<|im_end|>`, the structure tags); the graded text drops them. A structure
+tag becomes a line break so that paths and outlines do not run together ("= 22</Path><Path>2:" must not read as
+"= 222:"); every other special token is removed. Math answers are compared with math-verify; letters exactly.
+"""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
 
 from math_verify import parse, verify
 
+from multiverse.evaluation.extraction import extract_letter, extract_math
 from multiverse.evaluation.tasks import Problem
+from multiverse.tags import TAGS
+
+_FALLBACK_SPECIAL = re.compile(r"<\|[^|<>\s]{1,40}\|>|</?s>")  # <|im_end|>, <|endoftext|>, <s>, </s>
 
 
-def _boxed(text: str) -> str | None:
-    """Contents of the last \\boxed{...} (balanced braces), or None."""
-    start = text.rfind("\\boxed")
-    if start < 0:
-        return None
-    i = text.find("{", start)
-    if i < 0:
-        return None
-    depth = 0
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i + 1 : j]
-    return None
+def special_tokens(tokenizer: Any | None) -> tuple[str, ...]:
+    """Every special token string of a tokenizer (its added special tokens included)."""
+    if tokenizer is None:
+        return ()
+    found = set(getattr(tokenizer, "all_special_tokens", ()))
+    for added in getattr(tokenizer, "added_tokens_decoder", {}).values():
+        if getattr(added, "special", False):
+            found.add(str(added.content if hasattr(added, "content") else added))
+    return tuple(sorted(found, key=len, reverse=True))
 
 
-def extract_answer(text: str) -> str | None:
-    """The final answer: the last \\boxed{}, else what follows the last "Answer:", else the last number."""
-    boxed = _boxed(text)
-    if boxed is not None:
-        return boxed.strip()
-    at = text.rfind("Answer:")
-    if at >= 0:
-        tail = text[at + len("Answer:") :].strip()
-        if tail:
-            return tail.splitlines()[0].strip().rstrip(".")
-    numbers = re.findall(r"-?\d+(?:\.\d+)?(?:/\d+)?", text)
-    return numbers[-1] if numbers else None
+def graded_text(raw: str, specials: Iterable[str] = ()) -> str:
+    """`raw` without special tokens: tags -> "\\n", others -> "" (with no tokenizer, `<|...|>` forms are removed)."""
+    text = raw
+    for tag in TAGS:
+        text = text.replace(tag, "\n")
+    for token in specials:
+        if token and token not in TAGS:
+            text = text.replace(token, "")
+    return _FALLBACK_SPECIAL.sub("", text)
 
 
-def extract_choice(text: str) -> str | None:
-    """A letter A-D: from \\boxed{}, "Answer: (X)", or the last standalone (X)."""
-    for candidate in (_boxed(text), _after_answer(text)):
-        if candidate:
-            m = re.search(r"\b([A-D])\b", candidate)
-            if m:
-                return m.group(1)
-    found = re.findall(r"\(([A-D])\)", text)
-    return found[-1] if found else None
+@dataclass(frozen=True)
+class Grade:
+    correct: bool
+    predicted: str | None
+    method: str  # see extraction: boxed | answer_line | last_number | answer_phrase | bare_letter | ... | none
 
 
-def _after_answer(text: str) -> str | None:
-    at = text.rfind("Answer:")
-    return text[at + len("Answer:") :][:40] if at >= 0 else None
+def grade(problem: Problem, text: str, truncated: bool = False) -> Grade:
+    """Grade the graded text of one output (`truncated`: it hit a budget; no last-number guess then)."""
+    if problem.kind == "choice":
+        got = extract_letter(text)
+        return Grade(got.answer == problem.answer.strip().upper(), got.answer, got.method)
+    got = extract_math(text, word_problem=problem.kind == "word", truncated=truncated)
+    if got.answer is None:
+        return Grade(False, None, got.method)
+    return Grade(equivalent(problem.answer, got.answer), got.answer, got.method)
+
+
+def _normal(answer: str) -> str:
+    s = answer.strip().replace("{,}", ",").replace("\\!", "").replace("\\,", "")
+    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
+        s = s.replace(",", "")  # 1,000 -> 1000 (a list "1, 000" keeps its space and stays a list)
+    return s
+
+
+def equivalent(gold: str, predicted: str) -> bool:
+    """Mathematical equivalence through math-verify; plain string equality when either side does not parse."""
+    g, p = _normal(gold), _normal(predicted)
+    if g == p:
+        return True
+    parsed_gold, parsed_pred = parse(f"${g}$"), parse(f"${p}$")
+    if not parsed_gold or not parsed_pred:
+        return g.replace(" ", "") == p.replace(" ", "")
+    return bool(verify(parsed_gold, parsed_pred))
 
 
 def is_correct(problem: Problem, text: str) -> tuple[bool, str | None]:
-    """(correct, extracted answer) for a model's full output text."""
-    if problem.kind == "choice":
-        letter = extract_choice(text)
-        return letter == problem.answer, letter
-    predicted = extract_answer(text)
-    if predicted is None:
-        return False, None
-    gold = parse(f"${problem.answer}$")
-    guess = parse(f"${predicted}$")
-    if not gold or not guess:
-        return predicted.strip() == problem.answer.strip(), predicted
-    return bool(verify(gold, guess)), predicted
+    """(correct, extracted answer) of an output's text (special tokens are removed first)."""
+    g = grade(problem, graded_text(text))
+    return g.correct, g.predicted

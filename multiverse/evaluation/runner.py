@@ -1,105 +1,99 @@
-"""Run a model over benchmark problems: accuracy, degree of parallelism and, side by side, wall-clock speedup.
+"""Run a backend over (task, question, sample) jobs; each finished sample is graded and appended at once.
 
-Speedup follows SPEC §7: the same model decodes the same prompts strictly sequentially (`parallel=False`), on the
-same hardware, batch by batch interleaved with the parallel run so machine noise hits both alike.
+Jobs already in the record file are skipped (resume). Seeds come from (base seed, task, id, sample), so a
+resumed run, a run with more tasks and a run in another order all give each sample the same seed.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from tqdm import tqdm
 
-from multiverse.evaluation.grading import is_correct
+from multiverse.evaluation.analysis import validity
+from multiverse.evaluation.backends.base import Backend, Decoding, Generation, Prompt
+from multiverse.evaluation.grading import grade, graded_text, special_tokens
+from multiverse.evaluation.protocol import PARALLEL_SUFFIX, EvalConfig
+from multiverse.evaluation.records import RecordFile, sample_seed
 from multiverse.evaluation.tasks import Problem
 
-PARALLEL_SUFFIX = "Think step by step and in parallel before answering."
+Job = tuple[str, Problem, int]  # (task, problem, sample index)
 
 
-@dataclass(frozen=True)
-class EvalConfig:
-    samples: int = 1  # generations per problem (accuracy is their mean: pass@1)
-    max_new_tokens: int = 4096
-    max_critical_tokens: int | None = None
-    temperature: float = 0.0
-    top_p: float = 1.0
-    batch_size: int = 8
-    seed: int = 0
-    suffix: str = PARALLEL_SUFFIX  # appended to every question ("" for none)
-    chat: bool = True  # apply the model's chat template when it has one
-
-
-def build_prompt(problem: Problem, config: EvalConfig, tokenizer: Any) -> str | list[dict[str, str]]:
-    text = f"{problem.question} {config.suffix}".strip() if config.suffix else problem.question
+def build_prompt(problem: Problem, config: EvalConfig, tokenizer: Any) -> Prompt:
+    suffix = config.suffix if config.suffix is not None else problem.suffix if problem.suffix is not None else PARALLEL_SUFFIX
+    text = f"{problem.question} {suffix}".strip() if suffix else problem.question
     if config.chat and getattr(tokenizer, "chat_template", None):
         return [{"role": "user", "content": text}]
     return text
 
 
-def _params(config: EvalConfig, seed: int) -> Any:
-    from engine.params import SamplingParams
-
-    return SamplingParams(
-        max_new_tokens=config.max_new_tokens,
-        max_critical_tokens=config.max_critical_tokens,
-        temperature=config.temperature,
-        top_p=config.top_p,
-        seed=seed,
-    )
+def decoding(config: EvalConfig, seed: int) -> Decoding:
+    return Decoding(config.max_new_tokens, config.max_critical_tokens, config.temperature, config.top_p, seed)
 
 
-def evaluate(
-    lm: Any,
+def jobs_of(problems: Sequence[tuple[str, Problem]], samples: int) -> list[Job]:
+    return [(task, p, s) for task, p in problems for s in range(samples)]
+
+
+def run_samples(
+    backend: Backend,
     problems: Sequence[tuple[str, Problem]],
     config: EvalConfig,
-    baseline: Any | None = None,
+    records: RecordFile,
+    desc: str = "eval",
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    """One record per (task, problem, sample). `baseline`: the same model with parallel=False, for speedup."""
-    jobs = [(task, p, s) for task, p in problems for s in range(config.samples)]
-    records: list[dict[str, Any]] = []
-    bar = tqdm(total=len(jobs), desc="eval", unit="gen", disable=not progress)
-    for start in range(0, len(jobs), config.batch_size):
-        batch = jobs[start : start + config.batch_size]
-        prompts = [build_prompt(p, config, lm.tokenizer) for _, p, _ in batch]
-        params = [_params(config, config.seed * 1_000_003 + start + i) for i in range(len(batch))]
-        outs, wall = _timed(lm, prompts, params)
-        seq_outs, seq_wall = _timed(baseline, prompts, params) if baseline is not None else (None, None)
-        for i, ((task, problem, sample), out) in enumerate(zip(batch, outs)):
-            record = _record(task, problem, sample, out, wall, seq_outs[i] if seq_outs else None, seq_wall)
-            records.append({**record, "batch": start // config.batch_size})
-        bar.update(len(batch))
-        bar.set_postfix(acc=f"{sum(r['correct'] for r in records) / len(records):.3f}")
+    """Generate and grade every job not yet in `records`; returns all records of these jobs (old and new)."""
+    jobs = jobs_of(problems, config.samples)
+    todo = [j for j in jobs if (j[0], j[1].id, j[2]) not in records.done]
+    specials = special_tokens(backend.tokenizer)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, unit="gen", disable=not progress)
+    for start in range(0, len(todo), config.batch_size):
+        batch = todo[start : start + config.batch_size]
+        prompts = [build_prompt(p, config, backend.tokenizer) for _, p, _ in batch]
+        seeds = [sample_seed(config.seed, task, p.id, s) for task, p, s in batch]
+        for i, gen in backend.generate(prompts, [decoding(config, seed) for seed in seeds]):
+            task, problem, sample = batch[i]
+            records.append(make_record(task, problem, sample, seeds[i], prompts[i], gen, specials))
+            bar.update(1)
+        mine = [r for r in records.records if r["task"] in {t for t, _ in problems}]
+        bar.set_postfix(acc=f"{sum(r['correct'] for r in mine) / max(1, len(mine)):.3f}")
     bar.close()
-    return records
+    wanted = {(t, p.id, s) for t, p, s in jobs}
+    return [r for r in records.records if (r["task"], r["id"], int(r["sample"])) in wanted]
 
 
-def _timed(lm: Any, prompts: list[Any], params: list[Any]) -> tuple[list[Any], float]:
-    start = time.perf_counter()
-    outs = lm.generate(prompts, params)
-    return outs, time.perf_counter() - start
-
-
-def _record(task: str, problem: Problem, sample: int, out: Any, wall: float, seq: Any, seq_wall: float | None) -> dict:
-    correct, predicted = is_correct(problem, out.text)
-    record = {
+def make_record(
+    task: str, problem: Problem, sample: int, seed: int, prompt: Prompt, gen: Generation, specials: tuple[str, ...]
+) -> dict[str, Any]:
+    text = graded_text(gen.raw_text, specials)
+    g = grade(problem, text, truncated=gen.truncated)
+    v = validity(gen.raw_text, specials)
+    return {
         "task": task,
         "id": problem.id,
         "sample": sample,
+        "seed": seed,
+        "kind": problem.kind,
+        "prompt": prompt,
         "gold": problem.answer,
-        "predicted": predicted,
-        "correct": correct,
-        "generated_tokens": out.stats.generated_tokens,
-        "critical_path": out.stats.critical_path,
-        "degree_of_parallelism": out.stats.degree_of_parallelism,
-        "forks": out.stats.num_forks,
-        "fallbacks": list(out.stats.fallbacks),
-        "finish_reason": out.finish_reason,
-        "batch_wall_s": wall,
-        "text": out.text,
+        "predicted": g.predicted,
+        "method": g.method,
+        "correct": g.correct,
+        "finish_reason": gen.finish_reason,
+        "truncated": gen.truncated,
+        "generated_tokens": gen.generated_tokens,
+        "forced_tokens": gen.forced_tokens,
+        "critical_path": gen.critical_path,
+        "degree_of_parallelism": gen.degree_of_parallelism,
+        "forks": gen.num_forks,
+        "fallbacks": list(gen.fallbacks),
+        "valid": v.valid,
+        "structure_error": v.error,
+        "blocks": v.blocks,
+        "tree": gen.tree,
+        "wall_s": gen.wall_s,
+        "raw_text": gen.raw_text,
+        "graded_text": text,
     }
-    if seq is not None:
-        seq_correct, _ = is_correct(problem, seq.text)
-        record.update(seq_correct=seq_correct, seq_generated_tokens=seq.stats.generated_tokens, seq_batch_wall_s=seq_wall)
-    return record

@@ -1,0 +1,99 @@
+"""`native` and `sglang` backends: MultiverseLM decodes, and its Stats (the core's SPEC §7 counts) are the counts."""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from multiverse.errors import CommandError
+from multiverse.evaluation.backends.base import Decoding, Generation, Prompt
+
+
+class NativeBackend:
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        device: str | None = None,
+        backend: str = "native",
+        url: str | None = None,
+        parallel: bool = True,
+        lm: Any = None,
+        logits_processors: Sequence[Any] = (),
+    ) -> None:
+        from engine.api import MultiverseLM
+
+        self.name, self.url, self.parallel = backend, url, parallel
+        self.logits_processors = tuple(logits_processors)  # added to every request (scripted structures in tests)
+        if lm is None:
+            options: dict[str, Any] = {"device": device, "parallel": parallel}
+            if backend != "native":
+                options.update(backend=backend, url=url)
+            try:
+                lm = MultiverseLM(model, tokenizer, **options)
+            except (ValueError, OSError) as err:  # unknown backend, unreachable server
+                raise CommandError(f"--backend {backend}: {err}") from err
+        self.lm = lm
+        self.tokenizer = lm.tokenizer
+
+    def generate(self, prompts: Sequence[Prompt], decodings: Sequence[Decoding]) -> Iterator[tuple[int, Generation]]:
+        """Submit all, step the engine, yield each request the step it finishes (its record is written then)."""
+        from engine.request import Phase
+
+        params = [self._params(d) for d in decodings]
+        submit = getattr(self.lm, "submit", None)  # the engine's per-request API, where this build has it
+        requests = [submit(p, q) for p, q in zip(prompts, params)] if submit else self.lm._submit(list(prompts), params)
+        step = getattr(self.lm, "step", self.lm.scheduler.step)
+        pending = dict(enumerate(requests))
+        try:
+            while pending:
+                step()
+                for i, request in list(pending.items()):
+                    if request.phase is Phase.FINISHED:
+                        del pending[i]
+                        yield i, to_generation(request.output)
+        finally:
+            for request in pending.values():  # an error or an early stop: nothing stays in the engine
+                self.lm.scheduler.abort(request.request_id)
+
+    def generate_all(self, prompts: Sequence[Prompt], decodings: Sequence[Decoding]) -> list[Generation]:
+        outs = self.lm.generate(list(prompts), [self._params(d) for d in decodings])
+        return [to_generation(o) for o in outs]
+
+    def _params(self, d: Decoding) -> Any:
+        from engine.params import SamplingParams
+
+        return SamplingParams(
+            max_new_tokens=d.max_new_tokens,
+            max_critical_tokens=d.max_critical_tokens,
+            temperature=d.temperature,
+            top_p=d.top_p,
+            seed=d.seed,
+            logits_processors=self.logits_processors,
+        )
+
+    def sequential(self) -> "NativeBackend":
+        from engine.api import MultiverseLM
+
+        lm = MultiverseLM(self.lm.model, self.lm.tokenizer, parallel=False)
+        return NativeBackend(None, backend=self.name, url=self.url, parallel=False, lm=lm)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "url": self.url, "parallel": self.parallel, "device": str(self.lm.device)}
+
+
+def to_generation(out: Any) -> Generation:
+    s = out.stats
+    tree = [{"label": b.label, "depth": b.depth, "tokens": b.num_tokens, "finish_reason": b.finish_reason} for b in out.tree]
+    return Generation(
+        raw_text=getattr(out, "raw_text", "") or out.text,  # special tokens kept (the engine's raw decode)
+        finish_reason=out.finish_reason,
+        generated_tokens=s.generated_tokens,
+        forced_tokens=s.forced_tokens,
+        critical_path=s.critical_path,
+        degree_of_parallelism=s.degree_of_parallelism,
+        num_forks=s.num_forks,
+        fallbacks=tuple(s.fallbacks),
+        wall_s=s.wall_time_s,
+        tree=tree,
+        token_ids=list(out.token_ids),
+    )

@@ -1,0 +1,109 @@
+"""One `multiverse eval` run from resolved settings: load tasks, build backends, run, summarise, write."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import replace
+from typing import Any
+
+from rich.console import Console
+
+from multiverse.evaluation.backends import Backend, make_backend
+from multiverse.evaluation.protocol import EvalConfig
+from multiverse.evaluation.provenance import model_fingerprint, versions, write_json
+from multiverse.evaluation.records import RecordFile
+from multiverse.evaluation.tasks import Problem, is_file_task, load_file, load_task, task_name
+
+
+class Session:
+    def __init__(self, settings: dict[str, Any], out_dir: str, progress: bool, api_key: str = "EMPTY") -> None:
+        self.s, self.out, self.progress, self.api_key = settings, out_dir, progress, api_key
+        self.config = EvalConfig(**settings["protocol"])
+        self.console = Console(width=None if sys.stdout.isatty() else 160)
+
+    def problems(self) -> list[tuple[str, Problem]]:
+        s = self.s
+        out = []
+        for spec in s["tasks"]:
+            if is_file_task(spec):
+                found = load_file(spec, s["field"] or {"question": "question", "answer": "answer"}, s["task_kind"], s["limit"])
+            else:
+                found = load_task(spec, data_dir=s["data_dir"], limit=s["limit"])
+            out += [(task_name(spec), p) for p in found]
+        return out
+
+    def backend(self, model: str, url: str | None, parallel: bool = True) -> Backend:
+        s = self.s
+        if s["backend"] == "openai":
+            from multiverse.tokens import load_tagged_tokenizer
+
+            tok = load_tagged_tokenizer(s["tokenizer"] or model)
+            return make_backend("openai", url=url, tokenizer=tok, served_model=s["served_model"], api_key=self.api_key,
+                                concurrency=s["concurrency"], max_retries=s["max_retries"], extra_body=s["request_extra"])
+        return make_backend(s["backend"], model=model, device=s["device"], url=url, parallel=parallel)
+
+    def run(self) -> int:
+        problems = self.problems()  # bad task files fail here, before any model loads
+        model = self.backend(self.s["model"], self.s["url"])
+        summary: dict[str, Any] = {
+            "settings": self.s,
+            "versions": versions(),
+            "model": model_fingerprint(self.s["model"]),
+            "backend": model.describe(),
+        }
+        if self.s["budgets"]:
+            summary["budget_sweep"] = self.sweep(model, problems)
+        else:
+            summary["tasks"] = self.evaluate(model, problems)
+        if self.s["compare_sequential"]:
+            summary["speed"] = self.speed(model, problems)
+        summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        path = os.path.join(self.out, "summary.json")
+        write_json(path, summary)
+        self.console.print(f"wrote {path}")
+        return 0
+
+    def evaluate(self, backend: Backend, problems: list[tuple[str, Problem]]) -> dict[str, Any]:
+        from multiverse.evaluation.report import print_table, summarise
+        from multiverse.evaluation.runner import run_samples
+
+        records = RecordFile(os.path.join(self.out, "records.jsonl"))
+        done = run_samples(backend, problems, self.config, records, progress=self.progress)
+        summaries = summarise(done, self.config.samples)
+        print_table(summaries, self.config.samples, self.console)
+        return summaries
+
+    def sweep(self, model: Backend, problems: list[tuple[str, Problem]]) -> dict[str, Any]:
+        from multiverse.evaluation.sweep import Arm, budget_sweep, plot, table
+
+        arms = [Arm("model", model, self.config, _name(self.s["model"]))]
+        if self.s["baseline_model"]:
+            baseline = self.backend(self.s["baseline_model"], self.s["baseline_url"], parallel=False)
+            config = replace(self.config, suffix=self.s["baseline_suffix"])
+            arms.append(Arm("baseline", baseline, config, _name(self.s["baseline_model"])))
+        rows = budget_sweep(arms, problems, self.s["budgets"], self.s["budget_kind"], self.out, self.progress)
+        text = table(rows)
+        with open(os.path.join(self.out, "budget_sweep.md"), "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        pngs = plot(rows, self.out)
+        self.console.print(text, markup=False, highlight=False)
+        for p in pngs:
+            self.console.print(f"wrote {p}")
+        write_json(os.path.join(self.out, "budget_sweep.json"), rows)
+        return {"rows": rows, "plots": pngs}
+
+    def speed(self, backend: Backend, problems: list[tuple[str, Problem]]) -> dict[str, Any]:
+        from multiverse.evaluation.speed import compare_sequential, print_speed
+
+        chosen = problems[: self.s["speed_questions"]]
+        path = os.path.join(self.out, "speed.jsonl")
+        if os.path.exists(path):
+            os.remove(path)  # timings are remeasured whole: a resumed run times every pair again
+        result = compare_sequential(backend, backend.sequential(), chosen, self.config, self.s["speed_rounds"], path, self.progress)
+        self.console.print(print_speed(result), markup=False, highlight=False)
+        return result
+
+
+def _name(model: str) -> str:
+    return os.path.basename(os.path.normpath(model))

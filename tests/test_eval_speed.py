@@ -1,0 +1,69 @@
+"""Paired speed on a scripted structure with forks (engine/script.py): ABBA order, paired ratios, and no speedup
+for a run that never forked. Timings are measured, never asserted."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.api import MultiverseLM
+from engine.script import ScriptedProcessor
+from multiverse.attention.scanner import StructureRules
+from multiverse.encode import encode_trace
+from multiverse.evaluation import Problem
+from multiverse.evaluation.backends.native import NativeBackend
+from multiverse.evaluation.protocol import EvalConfig
+from multiverse.evaluation.runner import build_prompt
+from multiverse.evaluation.speed import compare_sequential, print_speed
+from multiverse.tiny import build_model
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FORKED = (
+    "<Parallel><Goal>two cases<Outline>1: case one</Outline><Outline>2: case two</Outline></Goal>"
+    "<Path>1: the sum is 4 then 7 so 12</Path><Path>2: the area 6 check x so 12</Path>"
+    "<Conclusion>the answer</Conclusion></Parallel> Answer: 12"
+)
+PLAIN = "the sum is 4 then 7 so 12, the area 6 check x. Answer: 12"
+
+
+def backends(tok, body: str, config: EvalConfig, problem: Problem) -> tuple[NativeBackend, NativeBackend]:
+    model = build_model(tok, hidden_size=64, num_layers=2, seed=1)
+    par_lm = MultiverseLM(model, tok)
+    seq_lm = MultiverseLM(model, tok, parallel=False)
+    prompt = par_lm.encode_prompt(build_prompt(problem, config, tok))
+    target = prompt + encode_trace(body, tok, canonical=False) + [tok.eos_token_id]
+    par = NativeBackend(None, lm=par_lm, logits_processors=[ScriptedProcessor(target, len(prompt), tok)])
+    seq_proc = ScriptedProcessor(target, len(prompt), tok, rules=StructureRules(parallel=False))
+    seq = NativeBackend(None, lm=seq_lm, parallel=False, logits_processors=[seq_proc])
+    return par, seq
+
+
+def test_paired_speed_with_forks(tok, tmp_path) -> None:
+    problem, config = Problem("q1", "Add the cases.", "12", "word"), EvalConfig(max_new_tokens=300, suffix="")
+    par, seq = backends(tok, FORKED, config, problem)
+    path = tmp_path / "speed.jsonl"
+    result = compare_sequential(par, seq, [("t", problem)], config, rounds=4, out_path=str(path), progress=False)
+    pairs = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [p["first"] for p in pairs] == ["parallel", "sequential", "parallel", "sequential"]  # ABBA
+    for p in pairs:
+        assert p["parallel"]["forks"] == 1 and p["sequential"]["forks"] == 0
+        assert p["parallel"]["critical_path"] < p["sequential"]["critical_path"] == p["sequential"]["generated_tokens"]
+        assert p["parallel"]["forced_tokens"] > 0  # sampled in the sequential run, forced in the parallel one
+        assert p["parallel"]["generated_tokens"] + p["parallel"]["forced_tokens"] == p["sequential"]["generated_tokens"]
+    sp = result["speedup"]
+    assert sp["n"] == 4 and sp["min"] <= sp["q25"] <= sp["median"] <= sp["q75"] <= sp["max"]
+    ratios = sorted(p["sequential"]["wall_s"] / p["parallel"]["wall_s"] for p in pairs)
+    assert sp["median"] == pytest.approx((ratios[1] + ratios[2]) / 2)
+    # same tokens on both sides here, so the equal-work reading is the plain wall ratio
+    assert result["equal_work_speedup"]["median"] == pytest.approx(sp["median"])
+    assert "wall-clock speedup (median of paired ratios)" in print_speed(result)
+
+
+def test_no_speedup_without_forks(tok, tmp_path) -> None:
+    problem, config = Problem("q2", "Add.", "12", "word"), EvalConfig(max_new_tokens=200, suffix="")
+    par, seq = backends(tok, PLAIN, config, problem)
+    result = compare_sequential(par, seq, [("t", problem)], config, rounds=2, out_path=str(tmp_path / "s.jsonl"), progress=False)
+    assert result["pairs_with_forks"] == 0 and result["speedup"] is None
+    text = print_speed(result)
+    assert "speedup: none" in text and "x [" not in text

@@ -1,0 +1,59 @@
+"""Budget control: one run per budget (increasing), model and baseline side by side, a PNG per task and a table."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from multiverse.demo import DEFAULT_MODEL
+from multiverse.errors import UsageError
+from multiverse.evaluation.cli import add_arguments, prepare_out, resolve_settings
+from multiverse.evaluation.session import Session
+from multiverse.evaluation.sweep import parse_budgets
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _args(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_parse_budgets() -> None:
+    assert parse_budgets("4096,1024,2048") == [1024, 2048, 4096]
+    for bad in ("1024,x", "0,8", "8,8", ""):
+        with pytest.raises(ValueError, match="--budgets"):
+            parse_budgets(bad)
+    with pytest.raises(UsageError, match="--budgets"):
+        resolve_settings(_args("--budgets", "64,-1"))
+    with pytest.raises(UsageError, match="--baseline-model"):
+        resolve_settings(_args("--baseline-model", str(DEFAULT_MODEL)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["critical", "total"])
+def test_budget_sweep_plots_model_and_baseline(tmp_path, kind) -> None:
+    out = tmp_path / "sweep"
+    args = _args("--tasks", "toy", "--limit", "2", "--budgets", "90,30", "--budget-kind", kind,
+                 "--baseline-model", str(DEFAULT_MODEL), "--out", str(out), "--no-progress")
+    settings = resolve_settings(args)
+    assert settings["budgets"] == [30, 90]
+    assert Session(settings, prepare_out(args, settings), progress=False).run() == 0
+    rows = json.loads((out / "budget_sweep.json").read_text())
+    toy = [r for r in rows if r["task"] == "toy"]
+    assert [(r["label"], r["budget"]) for r in toy] == [("model", 30), ("model", 90), ("baseline", 30), ("baseline", 90)]
+    used = "critical_path" if kind == "critical" else "generated_tokens"
+    for label in ("model", "baseline"):
+        for budget in (30, 90):
+            recs = [json.loads(x) for x in (out / label / f"budget-{budget}" / "records.jsonl").read_text().splitlines()]
+            assert len(recs) == 2 and all(r[used] <= budget for r in recs)
+            assert any(r["truncated"] for r in recs) or budget == 90
+        means = [r[used]["mean"] for r in toy if r["label"] == label]
+        assert means[0] <= means[1]  # a larger budget never decodes less (greedy, same seeds)
+    assert all(r["degree_of_parallelism"]["mean"] == 1.0 for r in toy if r["label"] == "baseline")
+    png = out / "budget_toy.png"
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "budget_sweep.md").read_text()
+    assert table.count("| toy |") == 4 and f"30 ({kind})" in table
