@@ -33,7 +33,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        empty = action.default is None or action.default is False or action.default == []  # 0 and 0.0 are shown
+        empty = action.default is None or isinstance(action.default, bool) or action.default == []  # 0 and 0.0 are shown
         if empty or action.default == argparse.SUPPRESS or "default" in text.lower():
             return text
         return super()._get_help_string(action)

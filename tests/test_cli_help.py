@@ -28,4 +28,4 @@ def test_defaults_are_shown():
     assert "(default: the tiny model shipped with the package)" in text
     assert "(default: None)" not in text and "(default: False)" not in text
     text = " ".join(build_parser("eval")[1]["eval"].format_help().split())
-    assert "(default: 4096)" in text and "(default: the tiny model shipped with the package)" in text
+    assert "(default: 4096, or the preset's)" in text and "(default: the tiny model shipped with the package)" in text

@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
-from multiverse.errors import UsageError, check_model_path
+from multiverse.errors import UsageError, check_choices, check_model_path
 from multiverse.evaluation.backends import BACKENDS
 from multiverse.evaluation.protocol import PRESETS, SEQUENTIAL_SUFFIX, resolve
 from multiverse.evaluation.tasks import KINDS, TASKS
@@ -26,7 +26,7 @@ UNCHECKED = ("out", "resume", "progress")  # run settings a resume may change
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("model and backend")
-    src.add_argument("--model", help="model directory or hub id (default: the shipped default model); with "
+    src.add_argument("--model", help="model directory or hub id (default: the tiny model shipped with the package); with "
                      "--backend openai: where the tokenizer comes from unless --tokenizer is given")
     src.add_argument("--tokenizer", help="tokenizer for counting tokens of returned text (openai backend)")
     src.add_argument("--backend", choices=BACKENDS, default="native", help="native: our engine; sglang: an SGLang server; openai: any OpenAI-compatible server")
@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     proto.add_argument("--samples", type=int, help="generations per question (avg@k, pass@k, cons@k)")
     proto.add_argument("--temperature", type=float, help="0 decodes greedily (default 0, or the preset's)")
     proto.add_argument("--top-p", type=float, help="nucleus sampling mass in (0, 1] (default 1, or the preset's)")
-    proto.add_argument("--max-new-tokens", type=int, help="token budget over all branches (cost)")
+    proto.add_argument("--max-new-tokens", type=int, help="token budget over all branches (cost) (default: 4096, or the preset's)")
     proto.add_argument("--max-critical-tokens", type=int, help="budget along the critical path (latency)")
     proto.add_argument("--suffix", help="appended to each question ('' for none)")
     proto.add_argument("--no-chat", action="store_true", help="plain prompts, no chat template")
@@ -91,8 +91,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         if is_file_task(spec):
             if not os.path.isfile(spec):
                 raise UsageError(f"--tasks {spec}: no such file")
-        elif spec not in TASKS:
-            raise UsageError(f"--tasks {spec}: unknown task; choose from {', '.join(TASKS)}, or give a .jsonl/.parquet file")
+    check_choices("--tasks", [s for s in specs if not is_file_task(s)], list(TASKS))  # or a .jsonl/.parquet file
     fields = parse_fields(args.field) if args.field else None
     if fields and not any(is_file_task(s) for s in specs):
         raise UsageError("--field applies to task files (--tasks FILE.jsonl)")
