@@ -37,6 +37,15 @@ class Generation:
     tree: list[dict[str, Any]] = field(default_factory=list)  # branches: label, depth, tokens, finish reason
     token_ids: list[int] | None = None  # generated ids when the backend has them
 
+    @classmethod
+    def from_text(cls, raw_text: str, finish_reason: str, tokenizer: Any, wall_s: float, tree: list | None = None) -> "Generation":
+        """A generation known only by its text: the counts come from the core (multiverse.attention.count_tokens)."""
+        from multiverse.evaluation.analysis import counts_from_text
+
+        c = counts_from_text(raw_text, tokenizer)
+        return cls(raw_text, finish_reason, c.generated, c.forced, c.critical_path, c.degree_of_parallelism,
+                   c.num_forks, c.fallbacks, wall_s, tree or [])
+
     @property
     def truncated(self) -> bool:
         return self.finish_reason in TRUNCATED

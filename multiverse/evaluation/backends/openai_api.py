@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 from multiverse.errors import CommandError
-from multiverse.evaluation.analysis import counts_from_text
 from multiverse.evaluation.backends.base import Decoding, Generation, Prompt
 
 FINISH = {"stop": "stop", "length": "length", "content_filter": "abort", None: "abort"}
@@ -83,24 +82,13 @@ class OpenAIBackend:
             raise CommandError(f"{self.url}: request failed after retries: {err}") from err
         wall = time.perf_counter() - start
         ext = getattr(reply, "multiverse", None) or (reply.model_extra or {}).get("multiverse") or {}
-        text = ext.get("raw_text") or ext.get("text") or text  # a server that cleans `content` keeps the raw text here
+        text = ext.get("raw_text") or text  # a server that cleans `content` keeps the raw text here
         reason = ext.get("finish_reason") or FINISH.get(reply.choices[0].finish_reason, reply.choices[0].finish_reason)
-        c = counts_from_text(text, self.tokenizer)
-        return Generation(
-            raw_text=text,
-            finish_reason=reason,
-            generated_tokens=c.generated,
-            forced_tokens=c.forced,
-            critical_path=c.critical_path,
-            degree_of_parallelism=c.degree_of_parallelism,
-            num_forks=c.num_forks,
-            fallbacks=c.fallbacks,
-            wall_s=wall,
-            tree=[
-                {"label": b.get("label"), "depth": b.get("depth"), "tokens": b.get("num_tokens"), "finish_reason": b.get("finish_reason")}
-                for b in ext.get("tree", [])
-            ],
-        )
+        tree = [
+            {"label": b.get("label"), "depth": b.get("depth"), "tokens": b.get("num_tokens"), "finish_reason": b.get("finish_reason")}
+            for b in ext.get("tree", [])
+        ]
+        return Generation.from_text(text, reason, self.tokenizer, wall, tree)
 
     def sequential(self) -> "OpenAIBackend":
         raise CommandError("--compare-sequential needs the native or sglang backend (a server decodes as it was started)")
