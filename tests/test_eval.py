@@ -84,7 +84,7 @@ def _args(*argv: str) -> argparse.Namespace:
 @pytest.mark.parametrize(
     "argv,needle",
     [
-        (["--tasks", "aime26"], "--tasks aime26: unknown task"),
+        (["--tasks", "aime26"], "--tasks: unknown 'aime26'"),
         (["--tasks", "missing.jsonl"], "--tasks missing.jsonl: no such file"),
         (["--field", "question=q,answer=a"], "--field applies to task files"),
         (["--model", "/no/such/model"], "--model /no/such/model: no such directory"),
