@@ -30,6 +30,13 @@ Prompt = str | list[int] | list[dict[str, str]]
 
 
 class MultiverseLM:
+    def __new__(cls, *args: Any, backend: str = "native", **kwargs: Any) -> "MultiverseLM":
+        if backend == "sglang" and cls is MultiverseLM:  # the SGLang client: same API, tokens from a server
+            from engine.sglang.client import SGLangClient
+
+            return super().__new__(SGLangClient)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: Any,
@@ -39,7 +46,7 @@ class MultiverseLM:
         **engine_options: Any,
     ) -> None:
         if backend != "native":
-            raise ValueError(f"backend {backend!r} is not available; this build ships backend='native' only")
+            raise ValueError(f"backend {backend!r} is not available; use 'native' or 'sglang' (with url=...)")
         model, tokenizer = _load(model, tokenizer)
         self.config = EngineConfig.from_options(device=str(device) if device is not None else None, **engine_options)
         self.device = torch.device(self.config.device) if self.config.device else next(model.parameters()).device
@@ -95,6 +102,9 @@ class MultiverseLM:
     def abort(self, request_id: int) -> RequestOutput | None:
         request = self.scheduler.abort(request_id)
         return request.output if request is not None else None
+
+    def close(self) -> None:
+        """Release what the backend holds (native: nothing beyond memory)."""
 
     def check_integrity(self) -> None:
         self.scheduler.check_integrity()
