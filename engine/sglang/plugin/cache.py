@@ -110,6 +110,7 @@ class MultiverseRadixCache(UnifiedRadixCache):
         message = f"{MERGE_FAILED}: {problem}; re-issue the paths and the merge"
         log.warning("%s (rid %s)", message, req.rid)
         req.set_finish_with_abort(message)
+        req.refresh_fill_ids()  # the request is now a 1-token stub: nothing of its tokens is computed
         return super().match_prefix(MatchPrefixParams(key=self._key(req, [])))
 
 

@@ -30,6 +30,9 @@ def init_new_hook(original: Any, cls: Any, batch: Any, model_runner: Any, *args:
         pos = []
         for r, pre, ext in zip(batch.reqs, batch.prefix_lens, batch.extend_lens):
             ids = (list(r.origin_input_ids) + list(r.output_ids))[: pre + ext]
+            if len(ids) < pre + ext:  # not this request's tokens (e.g. an aborted stub): leave SGLang's
+                pos += list(range(pre, pre + ext))
+                continue
             lay = sequence_layout(ids, vocab, rules_from(r.sampling_params.custom_params)).positions
             setattr(r, OFFSET, int(lay[-1]) - (len(ids) - 1))
             pos += lay[pre : pre + ext].tolist()
