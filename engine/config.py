@@ -20,6 +20,7 @@ class EngineConfig:
     max_batch_tokens: int = 4096  # prompt tokens admitted into one forward (a longer prompt runs alone)
     max_running: int = 64  # requests decoding at the same time
     reserve_pages: int = 4
+    admission_skip_limit: int = 16  # times younger requests may be admitted past one that does not fit yet
     parallel: bool = True  # False: the sequential baseline, tags are ordinary tokens
     max_paths: int | None = None  # default limits of SPEC §6; SamplingParams may tighten them per request
     max_depth: int | None = None
@@ -31,6 +32,8 @@ class EngineConfig:
         for name in ("num_pages", "page_size", "max_batch_tokens", "max_running"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.admission_skip_limit < 0:
+            raise ValueError(f"EngineConfig.admission_skip_limit must be >= 0, got {self.admission_skip_limit}")
         if self.reserve_pages < 0 or self.reserve_pages >= self.num_pages:
             raise ValueError(f"EngineConfig.reserve_pages must be in [0, num_pages), got {self.reserve_pages}")
         for name in ("max_paths", "max_depth"):

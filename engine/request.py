@@ -4,13 +4,16 @@ from __future__ import annotations
 import enum
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from engine.branch import Branch, Status
 from engine.params import SamplingParams
 from engine.result import BranchInfo, RequestOutput, Stats
+from engine.stops import StopHit, cut_at_stop, holdback_for
 from multiverse.attention.scanner import BranchState, PathEnd, StructureRules
 from multiverse.tags import StructureVocab
 
@@ -31,7 +34,10 @@ class Request:
     phase: Phase = Phase.WAITING
     root: Branch | None = None
     finish_reason: str | None = None
-    stop_string: str | None = None  # the stop string that ended the root, for text truncation
+    sink: Callable[[Any], None] | None = None  # receives this request's events (engine/events.py), in order
+    stop_hit: StopHit | None = None  # the stop that ended the root, for text truncation
+    error: str | None = None  # why it finished with "error" (a fault of this request only)
+    num_skips: int = 0  # admission passes that admitted a younger request ahead of it (bounded, no starvation)
     num_generated: int = 0
     num_forks: int = 0
     num_merges: int = 0
@@ -62,6 +68,11 @@ class Request:
         return self.root.walk() if self.root is not None else []
 
     @property
+    def holdback(self) -> int:
+        """Characters a stream of this request withholds at the end until it finishes (engine/stops.py)."""
+        return holdback_for(self.params.stop)
+
+    @property
     def critical_path(self) -> int:
         return max(0, self.max_position - self.prompt_position)
 
@@ -74,15 +85,17 @@ class Request:
         return None
 
     # ------------------------------------------------------------------ result
-    def build_output(self, decode, vocab: StructureVocab) -> RequestOutput:  # noqa: ANN001 - tokenizer.decode
+    def build_output(self, codec) -> RequestOutput:  # noqa: ANN001 - engine.detok.TextCodec
         ids, lps, forced = self.root.flatten() if self.root is not None else (list(self.prompt_ids), [], [])
         n = len(self.prompt_ids)
         gen_ids, gen_lps = ids[n:], lps[n:]
-        text = decode(gen_ids)
-        if self.stop_string is not None:  # the text ends at the stop string (kept or not); later chars dropped
-            cut = text.rfind(self.stop_string)
-            keep = len(self.stop_string) if self.params.include_stop_str_in_output else 0
-            text = text[: cut + keep] if cut >= 0 else text
+        texts = []
+        for decode in (codec.raw, codec.clean):
+            text = decode(gen_ids)
+            if self.stop_hit is not None:  # the text ends at the stop string (kept or not); later chars dropped
+                tail = decode(gen_ids[-self.stop_hit.tail_tokens :])
+                text = cut_at_stop(text, tail, self.stop_hit, self.params.include_stop_str_in_output)
+            texts.append(text)
         wall = (self.end_time or time.perf_counter()) - self.start_time
         critical = self.critical_path
         stats = Stats(
@@ -98,11 +111,13 @@ class Request:
             num_preemptions=self.num_preemptions,
             merges_exact=self.num_merges,  # the native merge absorbs the children's KV as computed
         )
-        tree = [self._info(b, decode) for b in self.branches()]
+        tree = [self._info(b, codec.raw) for b in self.branches()]
         return RequestOutput(
             request_id=self.request_id,
             prompt_token_ids=list(self.prompt_ids),
-            text=text,
+            text=texts[1],
+            raw_text=texts[0],
+            error=self.error,
             token_ids=gen_ids,
             logprobs=gen_lps if self.params.logprobs else None,
             finish_reason=self.finish_reason or "abort",

@@ -38,10 +38,12 @@ class Stats:
 class RequestOutput:
     request_id: int
     prompt_token_ids: list[int]
-    text: str
+    text: str  # generated text without end-of-turn/special tokens (structure tags kept), cut at a stop string
     token_ids: list[int]  # generated ids in final merged order: prefix, path 1, ..., path n, conclusion, ...
     logprobs: list[float | None] | None  # aligned with token_ids when asked; None at forced tokens
-    finish_reason: str  # stop | length | critical_length | out_of_memory | abort
+    finish_reason: str  # stop | length | critical_length | out_of_memory | abort | error
     tree: list[BranchInfo]
     stats: Stats
     seed: int
+    raw_text: str = ""  # every token decoded (special tokens such as <|im_end|> visible), cut like `text`
+    error: str | None = None  # finish_reason "error": what this request's fault was (its neighbours went on)

@@ -3,6 +3,10 @@
 Randomness comes only from the branch's own torch.Generator (seeded from the request seed and the branch
 label), one uniform draw per sampled token, so a request's output does not depend on what else is batched.
 Logprobs are read from the log-softmax of the model's unmodified logits.
+
+Fault isolation: a row whose logits processor raises (or returns something that is not a [vocab] tensor)
+gets its exception instead of a token; the other rows are sampled exactly as without it. The uniforms are
+drawn before any batched work, so a batched draw that fails can be redone row by row with the same numbers.
 """
 from __future__ import annotations
 
@@ -13,40 +17,62 @@ import torch
 from engine.branch import Branch
 from engine.params import SamplingParams
 
+Choice = tuple[int, float] | Exception  # (token id, raw logprob), or what went wrong for this row
 
-def sample(logits: torch.Tensor, branches: Sequence[Branch], params: Sequence[SamplingParams]) -> tuple[list[int], list[float]]:
-    """logits [S, V] float32, one row per sampling branch -> (token ids, their raw logprobs)."""
+
+def sample(logits: torch.Tensor, branches: Sequence[Branch], params: Sequence[SamplingParams]) -> list[Choice]:
+    """logits [S, V] float32, one row per sampling branch -> one Choice per row."""
     raw_logp = torch.log_softmax(logits, dim=-1)
     work = logits
+    faults: dict[int, Exception] = {}
     if any(p.logits_processors for p in params):
         work = logits.clone()
         for r, (branch, p) in enumerate(zip(branches, params)):
-            for processor in p.logits_processors:
-                work[r] = processor(branch.visible, work[r])
+            try:
+                for processor in p.logits_processors:
+                    work[r] = _checked(processor(branch.visible, work[r]), logits.shape[1])
+            except Exception as err:  # noqa: BLE001 - the fault belongs to this row's request only
+                faults[r] = err
     tokens = work.argmax(dim=-1)
-    drawn = [r for r, p in enumerate(params) if not p.greedy]
+    drawn = [r for r, p in enumerate(params) if not p.greedy and r not in faults]
     if drawn:
-        tokens[drawn] = _draw([work[r] for r in drawn], [params[r] for r in drawn], [branches[r].generator for r in drawn])
-    chosen = raw_logp.gather(1, tokens[:, None])[:, 0]
-    return tokens.tolist(), chosen.tolist()
+        u = torch.tensor([float(torch.rand((), generator=branches[r].generator)) for r in drawn], dtype=torch.float32)
+        rows, ps = [work[r] for r in drawn], [params[r] for r in drawn]
+        try:
+            tokens[drawn] = _draw(rows, ps, u)
+        except Exception:  # noqa: BLE001 - find the row at fault: redo each alone with its own uniform
+            for i, r in enumerate(drawn):
+                try:
+                    tokens[r] = _draw([rows[i]], [ps[i]], u[i : i + 1])[0]
+                except Exception as err:  # noqa: BLE001
+                    faults[r] = err
+    chosen = raw_logp.gather(1, tokens[:, None])[:, 0].tolist()
+    return [faults.get(r, (t, lp)) for r, (t, lp) in enumerate(zip(tokens.tolist(), chosen))]
 
 
-def _draw(rows: list[torch.Tensor], params: list[SamplingParams], generators: list[torch.Generator]) -> torch.Tensor:
-    """Tokens from softmax(row / T) cut to the top-k and then the top-p nucleus, by inverse CDF with one uniform
-    per row from that row's generator. Batched over rows; each row's result depends only on its own row."""
+def _checked(out: object, vocab: int) -> torch.Tensor:
+    if not isinstance(out, torch.Tensor) or out.shape != (vocab,):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise TypeError(f"a logits processor must return a tensor of shape ({vocab},), got {shape}")
+    return out
+
+
+def _draw(rows: list[torch.Tensor], params: list[SamplingParams], u: torch.Tensor) -> torch.Tensor:
+    """Tokens from softmax(row / T) cut to the top-k and then the top-p nucleus, by inverse CDF with the row's
+    uniform u[i] in [0, 1). Batched over rows; each row's result depends only on its own row."""
     x = torch.stack(rows)  # [R, V]
     n, vocab = x.shape
     dev = x.device
     x = x / torch.tensor([p.temperature for p in params], dtype=x.dtype, device=dev)[:, None]
     sorted_x, order = torch.sort(x, dim=-1, descending=True, stable=True)
     rank = torch.arange(vocab, device=dev)[None, :]
-    top_k = torch.tensor([p.top_k or vocab for p in params], device=dev)[:, None]
+    top_k = torch.tensor([min(p.top_k, vocab) if p.top_k > 0 else vocab for p in params], device=dev)[:, None]
     probs = torch.softmax(sorted_x.masked_fill(rank >= top_k, float("-inf")), dim=-1)
     before = torch.cumsum(probs, dim=-1) - probs  # mass strictly above each token
     top_p = torch.tensor([p.top_p for p in params], dtype=probs.dtype, device=dev)[:, None]
     probs = probs.masked_fill(before >= top_p, 0.0)
     cdf = torch.cumsum(probs, dim=-1)
-    u = torch.tensor([float(torch.rand((), generator=g)) for g in generators], dtype=cdf.dtype, device=dev)
+    u = u.to(device=dev, dtype=cdf.dtype)
     pick = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).clamp_(max=vocab - 1)
     tokens = order.gather(1, pick)[:, 0]
     broken = ~torch.isfinite(cdf[:, -1]) | (cdf[:, -1] <= 0)  # e.g. every logit -inf: fall back to argmax

@@ -6,18 +6,29 @@ requests. Memory: a request is admitted while `reserve_pages` stay free; when a 
 free, the newest request that is younger than the one in need is preempted (freed entirely and requeued; it
 restarts with the same seed and reproduces its output). The oldest running request therefore always
 progresses; if it alone cannot fit, it finishes with `out_of_memory`. No path leaks pages: `check_integrity`.
+
+Admission: a waiting request that does not fit is skipped and younger ones behind it may start, but at most
+`admission_skip_limit` times; after that nothing behind it starts until it does (no head-of-line blocking,
+no starvation). A prompt larger than the whole pool is refused at once (`out_of_memory`).
+
+Faults: an exception raised while handling ONE request (its logits processor, its sampling, its stop check,
+its events' sink, its fork) finishes that request with finish_reason "error" and `error` set, frees its pages,
+and the step goes on for the others. Only a failing forward (shared by every row) is engine-wide: the requests
+of that step finish with "error" and `EngineError` is raised; nothing stays allocated.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from dataclasses import replace
 
 from engine.branch import Branch, Status
 from engine.config import EngineConfig
+from engine.detok import TextCodec
 from engine.events import BranchClosed, BranchOpened, Event, Finished, Merged, Restarted, Tokens
 from engine.kv_pool import KVPool
 from engine.request import Phase, Request, close_open_paths
+from engine.result import RequestOutput, Stats
 from engine.runner import ModelRunner
 from engine.sampling import sample
 from engine.stops import StopChecker
@@ -25,6 +36,10 @@ from multiverse.attention import layout
 from multiverse.attention.scanner import Fallback, Fork, PathEnd
 from multiverse.encode import fork_prefix_ids
 from multiverse.tags import StructureVocab
+
+
+class EngineError(RuntimeError):
+    """A step failed for every request in it (the shared forward raised); those requests finished "error"."""
 
 
 class Scheduler:
@@ -35,14 +50,13 @@ class Scheduler:
         config: EngineConfig,
         vocab: StructureVocab,
         eos_ids: frozenset[int],
-        decode: Callable[[list[int]], str],
+        codec: TextCodec,
     ) -> None:
         self.runner, self.pool, self.config, self.vocab = runner, pool, config, vocab
-        self.eos_ids, self.decode = eos_ids, decode
+        self.eos_ids, self.codec, self.decode = eos_ids, codec, codec.raw
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.stops: dict[int, StopChecker] = {}
-        self.events: list[Event] | None = None  # a list collects stream events; None skips them
 
     # ------------------------------------------------------------------ public
     def add(self, request: Request) -> None:
@@ -55,13 +69,13 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def abort(self, request_id: int) -> Request | None:
-        """Finish a request now (waiting or mid-branch); every page it held returns to the pool."""
+    def abort(self, request_id: int, reason: str = "abort") -> Request | None:
+        """Finish a request now (waiting or mid-branch); every page it held returns to the pool at once."""
         for request in list(self.waiting) + self.running:
-            if request.request_id == request_id:
+            if request.request_id == request_id and request.phase is not Phase.FINISHED:
                 if request in self.waiting:
                     self.waiting.remove(request)
-                self._finish(request, "abort")
+                self._finish(request, reason)
                 self.running = [r for r in self.running if r is not request]
                 return request
         return None
@@ -72,15 +86,28 @@ class Scheduler:
         rows = [(r, b) for r in self.running for b in r.branches() if b.pending_ids]
         if rows:
             samplers = [(r, b) for r, b in rows if b.status is Status.RUNNING]
-            logits = self.runner.forward([b for _, b in rows], [b.status is Status.RUNNING for _, b in rows])
+            try:
+                logits = self.runner.forward([b for _, b in rows], [b.status is Status.RUNNING for _, b in rows])
+            except Exception as err:
+                failed = list({id(r): r for r, _ in rows}.values())
+                for request in failed:
+                    self._fail(request, err)
+                self.running = [r for r in self.running if r.phase is Phase.RUNNING]
+                raise EngineError(f"the forward of a step failed ({len(failed)} requests ended): {err!r}") from err
             for _, branch in rows:
                 branch.pending_ids.clear()
                 branch.pending_pos.clear()
                 branch.prefill_mask = None
-            tokens, logprobs = sample(logits, [b for _, b in samplers], [r.params for r, _ in samplers])
-            for (request, branch), token, logprob in zip(samplers, tokens, logprobs):
-                if request.phase is Phase.RUNNING:
-                    self._on_token(request, branch, token, logprob)
+            choices = sample(logits, [b for _, b in samplers], [r.params for r, _ in samplers])
+            for (request, branch), choice in zip(samplers, choices):
+                if request.phase is not Phase.RUNNING:
+                    continue
+                try:
+                    if isinstance(choice, Exception):
+                        raise choice
+                    self._on_token(request, branch, *choice)
+                except Exception as err:  # noqa: BLE001 - this request's fault: it alone ends
+                    self._fail(request, err)
         finished += [r for r in self.running if r.phase is Phase.FINISHED]
         self.running = [r for r in self.running if r.phase is Phase.RUNNING]
         if self.config.check_integrity:
@@ -108,27 +135,43 @@ class Scheduler:
 
     # ------------------------------------------------------------------ admission and memory
     def _admit(self) -> list[Request]:
-        rejected: list[Request] = []
+        """Start waiting requests in order; one that does not fit is skipped (younger ones may pass it) until
+        it has been passed `admission_skip_limit` times, then it blocks the queue until it fits."""
+        done: list[Request] = []
         budget = self.config.max_batch_tokens
-        while self.waiting and len(self.running) < self.config.max_running:
-            request = self.waiting[0]
+        capacity = self.pool.num_pages - self.config.reserve_pages
+        free = self.pool.num_free - self.config.reserve_pages
+        blocked: list[Request] = []
+        for request in list(self.waiting):
+            if len(self.running) >= self.config.max_running:
+                break
             n = len(request.prompt_ids)
             need = self.pool.pages_for(n, 0)
-            if need > self.pool.num_pages - self.config.reserve_pages and not self.running:
-                self.waiting.popleft()  # can never fit: refuse instead of waiting forever
+            if need > capacity:  # can never fit, whatever finishes: refuse instead of waiting forever
+                self.waiting.remove(request)
                 self._finish(request, "out_of_memory")
-                rejected.append(request)
+                done.append(request)
                 continue
-            if need + self.config.reserve_pages > self.pool.num_free or (self.running and n > budget):
-                break
-            self.waiting.popleft()
+            if need > free or (self.running and n > budget):
+                blocked.append(request)
+                if request.num_skips >= self.config.admission_skip_limit:
+                    break  # it waited long enough: nothing younger passes it now
+                continue
+            self.waiting.remove(request)
+            for older in blocked:
+                older.num_skips += 1
             budget -= n
-            self._start(request)
-        return rejected
+            free -= need
+            try:
+                self._start(request)
+            except Exception as err:  # noqa: BLE001 - e.g. its events' sink raised: it alone ends
+                self._fail(request, err)
+                done.append(request)
+        return done
 
     def _start(self, request: Request) -> None:
         if request.num_preemptions:
-            self._emit(Restarted(request.request_id))
+            self._emit(request, Restarted(request.request_id))
         root = request.start(self.vocab)
         for token in request.prompt_ids:
             root.state.step(token)  # the prompt sets the scanner's phase; the engine never forks inside it
@@ -179,7 +222,7 @@ class Scheduler:
             start = len(request.prompt_ids) if branch.parent is None else 0
             stop = self.stops[request.request_id].check(branch.tokens, start) if not is_eos else None
             if is_eos or (stop and branch.parent is None):
-                request.stop_string = stop if stop not in (None, "id") else None
+                request.stop_hit = stop
                 self._finish(request, "stop")
             elif stop and branch.status is Status.RUNNING:
                 self._close_path(request, branch, "stop")
@@ -195,15 +238,25 @@ class Scheduler:
             self._consume(request, branch, self.vocab.tags.path_close, None)
 
     def _consume(self, request: Request, branch: Branch, token: int, logprob: float | None) -> None:
-        """Step the branch's scanner on one token (sampled or forced), give it a slot, act on the event."""
-        event = branch.state.step(token)
+        """Give one token (sampled or forced) a slot, step the branch's scanner on it, act on the event.
+
+        The scanner steps only once the token's pages are secured: a request that yields (out_of_memory,
+        preemption) leaves its scanner exactly at its last placed token, so closing it stays well formed.
+        Only `</Goal>` can fork (and need pages for the children): its scanner step is taken on a copy first.
+        """
         need = self.pool.pages_for(1, branch.tail_free)
-        prefixes: list[list[int]] = []
-        if isinstance(event, Fork):
-            prefixes = [fork_prefix_ids(label, self.vocab) for label in event.labels]
+        if token == self.vocab.tags.goal_close:
+            trial = replace(branch.state, outlines=[list(o) for o in branch.state.outlines])  # rare: once per block
+            event = trial.step(token)
+            prefixes = [fork_prefix_ids(label, self.vocab) for label in event.labels] if isinstance(event, Fork) else []
             need += sum(self.pool.pages_for(len(p), 0) for p in prefixes)
-        if not self._make_room(request, need):
-            return
+            if not self._make_room(request, need):
+                return
+            branch.state = trial
+        else:
+            if not self._make_room(request, need):
+                return
+            event, prefixes = branch.state.step(token), []
         branch.push(self.pool, token, logprob)
         request.max_position = max(request.max_position, branch.state.position)
         self._emit_tokens(request, branch, [token], logprob is None)
@@ -215,27 +268,37 @@ class Scheduler:
             self._path_end(request, branch, event)
 
     def _fork(self, request: Request, parent: Branch, event: Fork, prefixes: list[list[int]]) -> None:
-        """Children share the parent's pages (its </Goal> included) and start with <Path> LABEL ":" forced."""
+        """Children share the parent's pages (its </Goal> included) and start with <Path> LABEL ":" forced.
+
+        Exception-safe: the children are attached to the tree only when all of them are built; if building
+        one fails (e.g. no page for its prefix), every page reference taken so far is dropped again.
+        """
+        children: list[Branch] = []
+        try:
+            for label, prefix in zip(event.labels, prefixes):
+                child = parent.fork_child(self.pool, label, parent.state.child(event.goal_position))
+                children.append(child)
+                child.generator = request.generator_for(f"{request.num_forks}/{label}")
+                for token in prefix:
+                    child.state.step(token)
+                    child.push(self.pool, token, None)
+        except BaseException:
+            for child in children:
+                child.release(self.pool)
+            raise
         parent.status = Status.WAITING
-        children = []
-        for label, prefix in zip(event.labels, prefixes):
-            child = parent.fork_child(self.pool, label, parent.state.child(event.goal_position))
-            child.generator = request.generator_for(f"{request.num_forks}/{label}")
-            for token in prefix:
-                child.state.step(token)
-                child.push(self.pool, token, None)
-            request.max_position = max(request.max_position, child.state.position)
-            children.append(child)
-            self._emit(BranchOpened(request.request_id, label, parent.label))
-            self._emit_tokens(request, child, prefix, True)
         parent.forks.append((len(parent.tokens), children))
         request.num_forks += 1
+        for child, prefix in zip(children, prefixes):
+            request.max_position = max(request.max_position, child.state.position)
+            self._emit(request, BranchOpened(request.request_id, child.label, parent.label))
+            self._emit_tokens(request, child, prefix, True)
 
     def _path_end(self, request: Request, branch: Branch, event: PathEnd) -> None:
         branch.end_position = event.position
         branch.status = Status.CLOSING
         branch.finish_reason = branch.finish_reason or "path_end"
-        self._emit(BranchClosed(request.request_id, branch.label, branch.finish_reason))
+        self._emit(request, BranchClosed(request.request_id, branch.label, branch.finish_reason))
         parent = branch.parent
         siblings = parent.forks[-1][1]
         if all(s.status is Status.CLOSING for s in siblings):
@@ -251,26 +314,55 @@ class Scheduler:
         parent.state.merged(max(c.end_position for c in children))
         parent.status = Status.RUNNING
         request.num_merges += 1
-        self._emit(Merged(request.request_id, parent.label, tuple(c.label for c in children)))
+        self._emit(request, Merged(request.request_id, parent.label, tuple(c.label for c in children)))
         self._consume(request, parent, self.vocab.tags.conclusion_open, None)
 
-    def _finish(self, request: Request, reason: str) -> None:
-        request.finish_reason, request.phase, request.end_time = reason, Phase.FINISHED, time.perf_counter()
-        if request.root is not None:
-            close_open_paths(request.root, self.vocab.tags.path_close, reason)
-            for branch in request.branches():
-                branch.release(self.pool)
-                branch.pending_ids.clear()
-                branch.pending_pos.clear()
-        request.output = request.build_output(self.decode, self.vocab)
-        self.stops.pop(request.request_id, None)
-        self._emit(Finished(request.request_id, request.output))
+    # ------------------------------------------------------------------ finish
+    def _fail(self, request: Request, err: BaseException) -> None:
+        """This request's fault: it ends with finish_reason "error"; its neighbours are untouched."""
+        request.error = f"{type(err).__name__}: {err}"
+        if request in self.waiting:
+            self.waiting.remove(request)
+        self._finish(request, "error")
 
-    # ------------------------------------------------------------------ stream events
-    def _emit(self, event: Event) -> None:
-        if self.events is not None:
-            self.events.append(event)
+    def _finish(self, request: Request, reason: str) -> None:
+        """Pages first (so nothing can leak whatever fails after), then the well-formed result, then Finished."""
+        request.finish_reason, request.phase, request.end_time = reason, Phase.FINISHED, time.perf_counter()
+        for branch in request.branches():
+            branch.release(self.pool)
+            branch.pending_ids.clear()
+            branch.pending_pos.clear()
+        self.stops.pop(request.request_id, None)
+        try:
+            if request.root is not None:
+                close_open_paths(request.root, self.vocab.tags.path_close, reason)
+            request.output = request.build_output(self.codec)
+        except Exception as err:  # noqa: BLE001 - a result must exist; say why it is empty
+            request.finish_reason, request.error = "error", request.error or f"{type(err).__name__}: {err}"
+            request.output = _bare_output(request)
+        self._emit(request, Finished(request.request_id, request.output))
+
+    # ------------------------------------------------------------------ events
+    def _emit(self, request: Request, event: Event) -> None:
+        """To the request's own sink. A sink that raises is this request's fault (raised to the step's handler),
+        except on Finished: the sink is dropped then, the request is over anyway."""
+        if request.sink is None:
+            return
+        try:
+            request.sink(event)
+        except Exception:
+            request.sink = None
+            if not isinstance(event, Finished):
+                raise
 
     def _emit_tokens(self, request: Request, branch: Branch, tokens: list[int], forced: bool) -> None:
-        if self.events is not None:
-            self.events.append(Tokens(request.request_id, branch.label, tuple(tokens), self.decode(tokens), forced))
+        if request.sink is not None:  # decode only for a listener
+            self._emit(request, Tokens(request.request_id, branch.label, tuple(tokens), self.decode(tokens), forced))
+
+
+def _bare_output(request: Request) -> RequestOutput:
+    stats = Stats(request.num_generated, 0, request.critical_path, 1.0, 0.0, 0.0, request.num_forks, request.num_merges)
+    return RequestOutput(
+        request.request_id, list(request.prompt_ids), "", [], None, request.finish_reason or "error", [], stats,
+        request.seed, error=request.error,
+    )

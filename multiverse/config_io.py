@@ -11,9 +11,11 @@ from typing import Any, Sequence
 
 import yaml
 
+from multiverse.errors import UsageError
 
-class ConfigError(ValueError):
-    """A configuration file or override that cannot be used; the message names the place."""
+
+class ConfigError(UsageError, ValueError):
+    """A configuration file or override that cannot be used; the message names the place. Exit status 2."""
 
 
 def build(cls: type, values: Any, where: str) -> Any:

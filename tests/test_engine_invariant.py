@@ -129,3 +129,44 @@ def test_prompt_holding_forked_blocks_is_prefilled_with_the_core_layout(tok, mod
         if lp is not None:
             assert abs(lp - float(ref[n + i - 1, target[n + i]])) < 1e-4
     assert out.stats.critical_path == int(position_ids(target, tok).max()) - int(position_ids(p_ids, tok)[-1])
+
+
+def test_out_of_memory_finishes_stay_well_formed_and_exact(tok, model):
+    """Every possible out-of-memory point (page_size 1: each token needs a page; pool sizes swept over the whole
+    generation), including the `<Path>` of a sequential block inside a forked path: the final ids close each
+    path exactly once, and the SPEC §5 invariant holds on what was generated."""
+    from multiverse.attention import StructureRules
+    from multiverse.tags import TagIds
+
+    rules = StructureRules(True, 2, None)  # the inner 3-outline block runs sequentially inside path 1
+    inner = "<Parallel><Goal><Outline>1.1: x</Outline><Outline>1.2: y</Outline><Outline>1.3: z</Outline></Goal>"
+    inner += "<Path>1.1: so 12</Path><Path>1.2: then 7</Path><Path>1.3: is 4</Path><Conclusion>ok</Conclusion></Parallel>"
+    body = "<Parallel><Goal>plan<Outline>1: a</Outline><Outline>2: b</Outline></Goal><Path>1: the sum" + inner
+    body += " so</Path><Path>2: check x</Path><Conclusion>so 12</Conclusion></Parallel> done"
+    p_ids = tok("Consider")["input_ids"]
+    target = p_ids + encode_trace(body, tok) + [tok.eos_token_id]
+    tags = TagIds.from_tokenizer(tok)
+    ref = None
+    reasons = set()
+    for num_pages in range(len(p_ids) + 1, len(target) + 8):
+        proc = ScriptedProcessor(target, len(p_ids), tok, rules)
+        params = SamplingParams(temperature=0, logprobs=True, max_paths=2, logits_processors=[proc])
+        lm = MultiverseLM(model, tok, page_size=1, num_pages=num_pages, reserve_pages=0, check_integrity=True)
+        out = lm.generate([p_ids], params)[0]
+        assert lm.pool.num_used == 0
+        reasons.add(out.finish_reason)
+        ids = out.prompt_token_ids + out.token_ids
+        assert ids.count(tags.path_open) == ids.count(tags.path_close), (num_pages, ids)
+        sampled = [i for i, lp in enumerate(out.logprobs) if lp is not None]
+        if not sampled:
+            continue
+        mask = dense_mask(ids, tok, rules=rules)[None, None]
+        pos = position_ids(ids, tok, rules=rules)[None]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids]), attention_mask=mask, position_ids=pos).logits[0]
+        ref = torch.log_softmax(logits.float(), dim=-1)
+        n = len(p_ids)
+        got = torch.tensor([out.logprobs[i] for i in sampled])
+        want = torch.stack([ref[n + i - 1, ids[n + i]] for i in sampled])
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0, msg=f"num_pages={num_pages}")
+    assert reasons == {"out_of_memory", "stop"} and ref is not None

@@ -1,0 +1,105 @@
+"""The ASGI app: routes, error handlers, the API-key check and the request log, around one EngineClient.
+
+`build_app(state)` wires it; `ServerState` is everything a route may read (never engine internals).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from engine.server import errors
+from engine.server.config import ServerConfig
+from engine.server.engine_client import EngineClient
+from engine.server.generate_api import router as generate_router
+from engine.server.metrics import Metrics
+from engine.server.openai_api import router as openai_router
+
+log = logging.getLogger("multiverse.serve")
+_PROTECTED = ("/v1/", "/generate")
+_ROUTES = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/generate", "/health", "/metrics"}
+
+
+@dataclass
+class ServerState:
+    lm: Any  # MultiverseLM: routes use its tokenizer and encode_prompt only
+    client: EngineClient
+    config: ServerConfig
+    metrics: Metrics
+    started: int = field(default_factory=lambda: int(time.time()))
+
+
+def build_app(state: ServerState) -> FastAPI:
+    app = FastAPI(title="multiverse serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.mv = state
+    errors.install(app)
+    app.include_router(openai_router)
+    app.include_router(generate_router)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if state.client.healthy:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "error", "error": state.client.error or "the engine is stopped"}, status_code=503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+    @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    async def unknown(path: str, request: Request) -> JSONResponse:
+        return errors.error_response(404, f"no route {request.method} /{path}")
+
+    app.add_middleware(Gate, state=state)
+    return app
+
+
+class Gate:
+    """Pure ASGI middleware (streams pass through untouched): Bearer check, one log line, status metrics."""
+
+    def __init__(self, app: Any, state: ServerState) -> None:
+        self.app, self.state = app, state
+        key = state.config.api_key
+        self.expected = f"Bearer {key}".encode() if key else None
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, path = time.perf_counter(), scope["path"]
+        status = [500]
+
+        async def tracked(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if self.expected and path.startswith(_PROTECTED) and _header(scope, b"authorization") != self.expected:
+                await _reject(tracked)
+            else:
+                await self.app(scope, receive, tracked)
+        finally:
+            info = scope.get("state", {}).get("log") or {}
+            code = info.get("status", status[0])
+            self.state.metrics.answered(path if path in _ROUTES else "other", code)
+            if path not in ("/health", "/metrics"):
+                log.info(
+                    "%s %s %s %d prompt_tokens=%d completion_tokens=%d %.3fs", info.get("id", "-"), scope["method"],
+                    path, code, info.get("prompt_tokens", 0), info.get("completion_tokens", 0), time.perf_counter() - started,
+                )
+
+
+def _header(scope: dict, name: bytes) -> bytes | None:
+    return next((v for k, v in scope.get("headers", []) if k == name), None)
+
+
+async def _reject(send: Any) -> None:
+    body = json.dumps(errors.error_body(401, "missing or wrong API key (send Authorization: Bearer <key>)")).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

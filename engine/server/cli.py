@@ -1,0 +1,106 @@
+"""`multiverse serve`: flags, the checks that run before the model loads, then the server in the foreground."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Any
+
+from engine.server.config import ServerConfig
+from multiverse.errors import UsageError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from multiverse.demo import DEFAULT_MODEL
+
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--model", default=str(DEFAULT_MODEL),
+                     help="local path or hub id of a Hugging Face causal LM whose tokenizer has the structure tags "
+                     "(default: the tiny model shipped with the package)")
+    src.add_argument("--tiny", action="store_true", help="a tiny random model built in-process (demo, tests)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free port)")
+    parser.add_argument("--served-model-name", default="multiverse", help="the model name clients must use (or omit)")
+    parser.add_argument("--api-key", default=os.environ.get("MULTIVERSE_API_KEY"),
+                        help="require 'Authorization: Bearer KEY' on /v1/* and /generate (default: $MULTIVERSE_API_KEY, "
+                        "else no key)")
+    parser.add_argument("--dtype", choices=DTYPES, default="auto", help="weights and KV dtype (auto: the model's)")
+    parser.add_argument("--max-model-len", type=int, default=None,
+                        help="context length: prompt plus generated positions (default: the model's max_position_embeddings)")
+    parser.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request gives none")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the model's)")
+    parser.add_argument("--sequential", action="store_true", help="parallel=False for every request: never fork")
+    parser.add_argument("--max-paths", type=int, default=None, help="SPEC §6 limit: a block with more paths runs sequentially")
+    parser.add_argument("--max-depth", type=int, default=None, help="SPEC §6 limit: deeper blocks run sequentially")
+    parser.add_argument("--num-pages", type=int, default=2048, help="KV pool pages")
+    parser.add_argument("--page-size", type=int, default=16, help="token slots per KV page")
+    parser.add_argument("--max-running", type=int, default=64, help="requests decoding at once (others wait)")
+    parser.add_argument("--shutdown-timeout", type=float, default=10.0,
+                        help="seconds running requests may finish after SIGINT/SIGTERM before they are aborted")
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.server.launch import Server, bind
+
+    _check(args)
+    sock = bind(args.host, args.port)  # before the model loads: a taken port fails in a second, not a minute
+    try:
+        lm = _build(args)
+        config = ServerConfig(
+            model_name=args.served_model_name, max_model_len=_context(args, lm), default_max_tokens=args.default_max_tokens,
+            api_key=args.api_key or None, shutdown_timeout_s=args.shutdown_timeout,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = Server(lm, config, sock)
+    logging.getLogger("multiverse.serve").info(
+        "multiverse serve: %s/v1 (model %r, context %d, KV %d pages x %d)%s", server.url, config.model_name,
+        config.max_model_len, args.num_pages, args.page_size, " with an API key" if config.api_key else "",
+    )
+    server.run()
+    return 0
+
+
+def _check(args: argparse.Namespace) -> None:
+    for flag, value, low in [("--max-model-len", args.max_model_len, 2), ("--default-max-tokens", args.default_max_tokens, 1),
+                             ("--num-pages", args.num_pages, 2), ("--page-size", args.page_size, 1),
+                             ("--max-running", args.max_running, 1), ("--max-paths", args.max_paths, 1),
+                             ("--max-depth", args.max_depth, 1), ("--shutdown-timeout", args.shutdown_timeout, 0)]:
+        if value is not None and value < low:
+            raise UsageError(f"{flag} {value}: must be >= {low}")
+
+
+def _build(args: argparse.Namespace) -> Any:
+    import torch
+
+    from engine.api import MultiverseLM
+
+    options: dict[str, Any] = dict(
+        parallel=not args.sequential, max_paths=args.max_paths, max_depth=args.max_depth, num_pages=args.num_pages,
+        page_size=args.page_size, max_running=args.max_running,
+        dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
+    )
+    if args.tiny:
+        from multiverse.tiny import build_model, build_tokenizer
+
+        tok = build_tokenizer()
+        return MultiverseLM(build_model(tok), tok, device=args.device, **options)
+    return MultiverseLM(args.model, device=args.device, **options)
+
+
+def _context(args: argparse.Namespace, lm: Any) -> int:
+    limit = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
+    if args.max_model_len is None:
+        if limit is None:
+            raise UsageError("the model's config has no max_position_embeddings: give --max-model-len")
+        return int(limit)
+    if limit is not None and args.max_model_len > limit:
+        raise UsageError(f"--max-model-len {args.max_model_len}: the model's position range is {limit}")
+    return args.max_model_len
+
+
+__all__ = ["ServerConfig", "add_arguments", "run"]

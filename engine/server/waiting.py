@@ -1,0 +1,29 @@
+"""Waiting for non-streaming results while watching the connection: a client that goes away aborts its jobs."""
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import Request
+
+from engine.server.engine_client import Done, Failed, JobHandle
+
+
+async def wait_all_or_disconnect(handles: list[JobHandle], request: Request) -> list[Done | Failed] | None:
+    """Every job's result, or None as soon as the client disconnects. Every handle is closed on the way out,
+    so unfinished jobs are aborted (their KV freed at once) whichever way this returns or is cancelled."""
+    results = asyncio.ensure_future(asyncio.gather(*(h.result() for h in handles)))
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({results, gone}, return_when=asyncio.FIRST_COMPLETED)
+        return list(results.result()) if results in done else None
+    finally:
+        gone.cancel()
+        results.cancel()
+        for handle in handles:
+            handle.close()
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the ASGI server reports http.disconnect (the body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

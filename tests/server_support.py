@@ -1,0 +1,66 @@
+"""Helpers for the server tests: a real uvicorn server on 127.0.0.1 around a real MultiverseLM, raw HTTP."""
+from __future__ import annotations
+
+import json
+import socket
+import time
+from typing import Any
+
+from engine.server.config import ServerConfig
+from engine.server.launch import Server, bind
+
+KEY = "sk-test"
+HEADERS = {"Authorization": f"Bearer {KEY}"}
+QUESTION = [{"role": "user", "content": "Add each pair: 17+5, 49+26."}]  # the default model forks on it
+
+
+def start(lm: Any, **config: Any) -> Server:
+    return Server(lm, ServerConfig(**config), bind("127.0.0.1", 0)).start()
+
+
+def raw_request(url: str, data: bytes, timeout: float = 10.0) -> bytes:
+    """Send bytes on a fresh connection; everything the server answers before it closes (bounded)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(data)
+        chunks, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks) and b"content-length" in b"".join(chunks).lower():
+                head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+                length = int(next(l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")).split(b":")[1])
+                if len(body) >= length:
+                    break
+    return b"".join(chunks)
+
+
+def post_raw(path: str, body: bytes, extra: str = "") -> bytes:
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\nContent-Type: application/json\r\n"
+    if "Content-Length" not in extra:
+        head += f"Content-Length: {len(body)}\r\n"
+    return (head + extra + "Connection: close\r\n\r\n").encode() + body
+
+
+def sse_events(lines: Any) -> list[Any]:
+    """Parsed `data:` payloads of an SSE stream ("[DONE]" kept as the string)."""
+    out = []
+    for line in lines:
+        if line.startswith("data: "):
+            payload = line[len("data: ") :]
+            out.append(payload if payload == "[DONE]" else json.loads(payload))
+    return out
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
