@@ -26,6 +26,7 @@ from engine.api import MultiverseLM  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
 from engine.script import ScriptedProcessor  # noqa: E402
 from engine.sglang.client import ApproximateMergeRefused  # noqa: E402
+from engine.sglang.http import GenerateCall, Wire  # noqa: E402
 from engine.sglang.plugin.script import script_params  # noqa: E402
 from engine.sglang.plugin.structure import MergePlan, first_masked, plan_merge  # noqa: E402
 from multiverse.attention import layout  # noqa: E402
@@ -126,19 +127,19 @@ def test_evicted_child_fails_the_merge_visibly_then_reissued(servers, native):
     url = servers[0].url
     children, merge = simple_merge(native.tokenizer, native.vocab)
 
-    def post(ids_list):
-        body = {"input_ids": ids_list, "sampling_params": [{"max_new_tokens": 1, "temperature": 0}] * len(ids_list)}
-        return [item["meta_info"] for item in httpx.post(url + "/generate", json=body, timeout=300).json()]
-
-    post(children)
-    assert post([merge])[0]["cached_tokens"] == len(merge) - 1  # the children's KV, reused
-    assert httpx.post(url + "/flush_cache", timeout=60).status_code == 200
-    refused = post([merge])[0]  # the children's KV is gone: refused, never recomputed causally
-    assert refused["finish_reason"]["type"] == "abort"
-    assert "multiverse merge failed" in refused["finish_reason"]["message"] and "evicted" in refused["finish_reason"]["message"]
-    post(children)  # the client's re-issue: the paths' KV again, then the merge
-    again = post([merge])[0]
-    assert again["finish_reason"]["type"] != "abort" and again["cached_tokens"] == again["prompt_tokens"] - 1
+    wire = Wire(url)
+    close = lambda ids_list: wire.post_batch([GenerateCall(ids, {"max_new_tokens": 1}) for ids in ids_list])  # noqa: E731
+    try:
+        close(children)
+        assert close([merge])[0].cached_tokens == len(merge) - 1  # the children's KV, reused
+        assert httpx.post(url + "/flush_cache", timeout=60).status_code == 200
+        refused = close([merge])[0]  # the children's KV is gone: refused, never recomputed causally
+        assert refused.aborted and "multiverse merge failed" in refused.aborted and "evicted" in refused.aborted
+        close(children)  # the client's re-issue: the paths' KV again, then the merge
+        again = close([merge])[0]
+        assert not again.aborted and again.cached_tokens == again.prompt_tokens - 1 == len(merge) - 1
+    finally:
+        wire.close()
 
 
 def test_stock_sglang_is_refused_unless_approximate_then_divergence_reported(servers, native):

@@ -19,6 +19,7 @@ import torch
 
 from engine.api import MultiverseLM, Prompt
 from engine.config import EngineConfig
+from engine.detok import TextCodec
 from engine.kv_pool import KVPool
 from engine.params import SamplingParams
 from engine.request import Request
@@ -68,8 +69,8 @@ class SGLangClient(MultiverseLM):
         eos = _eos_ids(model, self.tokenizer)
         c = self.config
         pool = KVPool(1, 1, 1, c.num_pages, c.page_size, torch.float32, "cpu")  # slot accounting only
-        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=False)  # noqa: E731
-        self.scheduler = RemoteScheduler(None, pool, c, self.vocab, eos, decode)  # type: ignore[arg-type]
+        self.codec = TextCodec(self.tokenizer, keep=self.vocab.tags.all())
+        self.scheduler = RemoteScheduler(None, pool, c, self.vocab, eos, self.codec)  # type: ignore[arg-type]
         self.scheduler.segments = Segments(self.wire, self.vocab.tags, eos)
         self._ids = itertools.count()
 
@@ -83,25 +84,25 @@ class SGLangClient(MultiverseLM):
         self._pending_processors = list(server_processors) if server_processors is not None else None
         return super().generate(prompts, sampling_params)
 
-    def error_of(self, request_id: int) -> str | None:
-        """Why a request finished with `abort` because of the server (None if it did not)."""
-        return self.scheduler.errors.get(request_id)
-
     def close(self) -> None:
         self.wire.close()
 
-    def _submit(self, prompts: Any, params: Any) -> list[Request]:
-        plist = [params] if isinstance(params, SamplingParams) else list(params or [])
-        if any(p.logits_processors for p in plist):
+    def _prepare(self, prompt: Prompt, params: SamplingParams | None, sink: Any) -> Request:
+        if params is not None and isinstance(params, SamplingParams) and params.logits_processors:
             raise ValueError(
                 "SamplingParams.logits_processors run inside the native engine; with backend='sglang' use a "
                 "server-side processor (generate(..., server_processors=...); SGLang needs "
                 "--enable-custom-logit-processor)"
             )
-        requests = super()._submit(prompts, params)
+        return super()._prepare(prompt, params, sink)
+
+    def _submit_all(self, prompts: Any, params: Any, sink: Any) -> list[Request]:
+        requests = super()._submit_all(prompts, params, sink)
         extra, self._pending_processors = getattr(self, "_pending_processors", None), None
         if extra is not None:
             if len(extra) != len(requests):
+                for r in requests:
+                    self.scheduler.abort(r.request_id)
                 raise ValueError(f"{len(extra)} server processors for {len(requests)} prompts")
             for request, processor in zip(requests, extra):
                 if processor is not None:

@@ -86,6 +86,11 @@ class Wire:
             response = await self.http.post("/generate", json=body)
         except httpx.HTTPError as err:
             raise ServerError(f"POST {self.url}/generate failed: {err!r}") from err
+        if 400 <= response.status_code < 500:  # SGLang fails a whole batch when one input is aborted
+            if len(calls) > 1:  # find which: each input again on its own (one bad call never fails the others)
+                singles = await asyncio.gather(*(self._post_batch([c]) for c in calls))
+                return [one[0] for one in singles]
+            return [Reply([], [], {"type": "abort", "message": _message(response)}, len(calls[0].input_ids), 0)]
         if response.status_code != 200:
             raise ServerError(f"POST {self.url}/generate answered {response.status_code}: {response.text[:500]}")
         items = response.json()
@@ -109,6 +114,15 @@ class Wire:
         if any(c.get("owned_by") == "multiverse" for c in cards):
             return ServerKind("native", True, {"models": cards})
         raise ServerError(f"{self.url} is neither SGLang (/server_info) nor multiverse serve (/v1/models)")
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:500]
+    error = body.get("error", body) if isinstance(body, dict) else body
+    return str(error.get("message", error) if isinstance(error, dict) else error)
 
 
 def _reply(item: dict[str, Any], want_lp: bool) -> Reply:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from engine.branch import Status
+from engine.branch import Branch, Status
 from engine.events import Event, Finished
 from engine.request import Phase, Request
 from engine.result import RequestOutput
-from engine.scheduler import Scheduler
+from engine.scheduler import EngineError, Scheduler
+from engine.sglang.http import ServerError
 from engine.sglang.segments import Segments
 
 
@@ -27,7 +28,14 @@ class RemoteScheduler(Scheduler):
         if rows:
             samplers = [(r, b) for r, b in rows if b.status is Status.RUNNING]
             closing = [(r, b) for r, b in rows if b.status is not Status.RUNNING and self._closes(b)]
-            errors = self.segments.fetch(samplers, closing)
+            try:
+                errors = self.segments.fetch(samplers, closing)
+            except ServerError as err:  # the server is unreachable or refused the call: this step's requests end
+                failed = list({id(r): r for r, _ in rows}.values())
+                for request in failed:
+                    self._fail(request, err)
+                self.running = [r for r in self.running if r.phase is Phase.RUNNING]
+                raise EngineError(f"a SGLang call of a step failed ({len(failed)} requests ended): {err}") from err
             for _, branch in rows:
                 branch.pending_ids.clear()
                 branch.pending_pos.clear()
@@ -35,25 +43,19 @@ class RemoteScheduler(Scheduler):
             for request, branch in samplers:
                 if request.phase is not Phase.RUNNING:
                     continue
-                if request.request_id in errors:  # one bad request never harms another
-                    self.errors[request.request_id] = errors[request.request_id]
-                    self._finish(request, "abort")
-                    continue
-                token, logprob = self.segments.take(branch)
-                self._on_token(request, branch, token, logprob)
+                try:
+                    if request.request_id in errors:  # one bad request never harms another
+                        raise ServerError(errors[request.request_id])
+                    self._on_token(request, branch, *self.segments.take(branch))
+                except Exception as err:  # noqa: BLE001 - this request's fault: it alone ends
+                    self._fail(request, err)
         finished += [r for r in self.running if r.phase is Phase.FINISHED]
         self.running = [r for r in self.running if r.phase is Phase.RUNNING]
         if self.config.check_integrity:
             self.check_integrity()
         return finished
 
-    @property
-    def errors(self) -> dict[int, str]:
-        if not hasattr(self, "_errors"):
-            self._errors: dict[int, str] = {}
-        return self._errors
-
-    def _closes(self, branch) -> bool:  # noqa: ANN001 - a Branch
+    def _closes(self, branch: Branch) -> bool:
         """A path whose pending tokens end with its `</Path>`: the server must hold that KV before the merge."""
         return branch.parent is not None and branch.pending_ids[-1:] == [self.vocab.tags.path_close]
 
@@ -62,10 +64,10 @@ class RemoteScheduler(Scheduler):
         request.output = self._with_counts(request.output)
         self.segments.forget(request)
 
-    def _emit(self, event: Event) -> None:
+    def _emit(self, request: Request, event: Event) -> None:
         if isinstance(event, Finished):  # the result carries this backend's merge counts (stats)
             event = Finished(event.request_id, self._with_counts(event.output))
-        super()._emit(event)
+        super()._emit(request, event)
 
     def _with_counts(self, output: RequestOutput) -> RequestOutput:
         counts = self.segments.counts(output.request_id)

@@ -52,6 +52,7 @@ class Segments:
         for b in request.branches():
             self.buffers.pop(id(b), None)
         self.merges.pop(request.request_id, None)
+        self.processors.pop(request.request_id, None)
 
     # ------------------------------------------------------------------ one step
     def fetch(self, samplers: list[tuple[Request, Branch]], closing: list[tuple[Request, Branch]]) -> dict[int, str]:
