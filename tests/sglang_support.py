@@ -29,13 +29,13 @@ def random_block(rng: random.Random, depth: int = 0, prefix: str = "", nest: flo
     return f"<Parallel><Goal>{rng.choice(WORDS)}{goal}</Goal>{paths}<Conclusion>{rng.choice(WORDS)}</Conclusion></Parallel>"
 
 
-def scripted_targets(tok, n: int, seed: int) -> list[tuple[list[int], list[int]]]:
+def scripted_targets(tok, n: int, seed: int, nest: float = 0.9) -> list[tuple[list[int], list[int]]]:
     """(prompt ids, target ids = prompt + two blocks, the first nested, + EOS) per request."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
         prompt = tok(f"Add each pair: {i}+{i + 1}.")["input_ids"]
-        body = "Plan: " + random_block(rng, nest=0.9) + " so" + random_block(rng) + " done"
+        body = "Plan: " + random_block(rng, nest=nest) + " so" + random_block(rng, nest=0.0) + " done"
         out.append((prompt, prompt + encode_trace(body, tok) + [tok.eos_token_id]))
     return out
 
