@@ -40,3 +40,22 @@ def open_backend(model: Any = None, backend: str = "native", url: str | None = N
     if url is not None:
         raise ValueError("url= is for backend='sglang'; the native backend runs the model in this process")
     return MultiverseLM(model, backend=backend, **options)
+
+
+def add_backend_arguments(parser: Any) -> None:
+    """`--backend native|sglang` and `--url` for the CLIs (generate, serve, eval)."""
+    parser.add_argument("--backend", choices=["native", "sglang"], default="native",
+                        help="native: this process runs the model; sglang: a SGLang server decodes (with --url; "
+                        "start it with SGLANG_PLUGINS=multiverse ... --radix-cache-backend multiverse --page-size 1)")
+    parser.add_argument("--url", default=None, help="the SGLang server for --backend sglang, e.g. http://127.0.0.1:30000")
+
+
+def remote_from_args(args: Any, model: Any, **structure: Any) -> Backend | None:
+    """The SGLang client when the CLI asked for it (None: build the native engine as before)."""
+    if getattr(args, "backend", "native") != "sglang":
+        if getattr(args, "url", None):
+            raise SystemExit("--url is for --backend sglang")
+        return None
+    if not args.url:
+        raise SystemExit("--backend sglang needs --url http://HOST:PORT of the SGLang server")
+    return open_backend(model, "sglang", args.url, **{k: v for k, v in structure.items() if v is not None})

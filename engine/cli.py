@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.live import Live
 
 from engine.api import MultiverseLM
+from engine.backend import add_backend_arguments, remote_from_args
 from engine.events import Finished
 from engine.params import SamplingParams
 from engine.view import BranchView, stats_table
@@ -47,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
     parser.add_argument("--no-live", action="store_true", help="no live view; print the text at the end")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    add_backend_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> MultiverseLM:
     options = dict(parallel=not args.sequential, max_paths=args.max_paths, max_depth=args.max_depth)
+    if (remote := remote_from_args(args, args.model, **options)) is not None:
+        return remote
     if args.dtype:
         options["dtype"] = getattr(torch, args.dtype)
     if args.tiny:

@@ -167,3 +167,25 @@ def test_the_client_refuses_what_it_cannot_do(tok, setup):
     with pytest.raises(ValueError, match="needs url"):
         MultiverseLM(tokenizer=tok, backend="sglang")
     assert client.server.name == "native" and client.server.exact
+
+
+def test_generate_cli_with_backend_sglang(capsys):
+    """`multiverse generate --backend sglang --url ...` prints the same tokens as the native engine."""
+    import json
+
+    from multiverse.cli import main
+    from multiverse.demo import DEFAULT_MODEL
+
+    native = MultiverseLM(str(DEFAULT_MODEL))
+    question = "Add each pair: 17+5, 49+26."
+    want = native.generate([[{"role": "user", "content": question}]], SamplingParams(temperature=0, max_new_tokens=60))[0]
+    server = start(MultiverseLM(str(DEFAULT_MODEL)), model_name="tiny")
+    try:
+        code = main(["generate", question, "--backend", "sglang", "--url", server.url, "--max-new-tokens", "60",
+                     "--no-live", "--json"])
+    finally:
+        server.stop()
+    assert code == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("{")][-1]
+    got = json.loads(line)
+    assert got["token_ids"] == want.token_ids and got["stats"]["num_forks"] == want.stats.num_forks >= 1

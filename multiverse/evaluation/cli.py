@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare-sequential", action="store_true", help="also decode with parallel=False: speedup")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the model's)")
     parser.add_argument("--out", default="eval_out", help="directory for results.jsonl, summary.json, parallelism.png")
+    from engine.backend import add_backend_arguments
+
+    add_backend_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,8 +46,15 @@ def run(args: argparse.Namespace) -> int:
     problems = [
         (name, p) for name in args.tasks.split(",") for p in load_task(name.strip(), data_dir=args.data_dir, limit=args.limit)
     ]
-    lm = MultiverseLM(args.model, device=args.device)
-    baseline = MultiverseLM(lm.model, lm.tokenizer, device=args.device, parallel=False) if args.compare_sequential else None
+    from engine.backend import remote_from_args
+
+    lm = remote_from_args(args, args.model) or MultiverseLM(args.model, device=args.device)
+    if not args.compare_sequential:
+        baseline = None
+    elif args.backend == "sglang":  # the same server, decoding without forks
+        baseline = remote_from_args(args, args.model, parallel=False)
+    else:
+        baseline = MultiverseLM(lm.model, lm.tokenizer, device=args.device, parallel=False)
     records = evaluate(lm, problems, config, baseline)
     summary = summarise(records)
     print_table(summary)
