@@ -7,7 +7,7 @@ import sys
 
 from rich.console import Console
 
-from data_pipeline.config import ConfigError
+from multiverse.errors import UsageError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,24 +20,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="tokenizer for --stats (hub name or path; default: the config's, else the built-in tiny one)")
     parser.add_argument("--field", default=None, help="the trace column of .jsonl files for --stats")
     parser.add_argument("--json", action="store_true", help="also print the report as one JSON line on stdout")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration (YAML), stop")
 
 
 def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
-    try:
-        if args.stats:
-            return _stats(args, console)
-        if not args.config:
-            console.print("[red]multiverse curate: give --config FILE.yaml (or --stats FILE ...)[/red]")
-            return 2
-        from data_pipeline.config import load_config
-        from data_pipeline.pipeline import run as run_pipeline
-        from data_pipeline.report import show
+    if args.stats:
+        return _stats(args, console)
+    if not args.config and not args.print_config:
+        raise UsageError("give --config FILE.yaml (or --stats FILE ...)")
+    from data_pipeline.config import load_config
+    from multiverse.config_io import dump
 
-        result = run_pipeline(load_config(args.config, args.overrides), console)
-    except ConfigError as err:
-        console.print(f"[red]multiverse curate: {err}[/red]")
-        return 2
+    cfg = load_config(args.config, args.overrides)  # a ConfigError is a usage error: one line, exit 2
+    if args.print_config:
+        print(dump(cfg), end="")
+        return 0
+    from data_pipeline.pipeline import run as run_pipeline
+    from data_pipeline.report import show
+
+    result = run_pipeline(cfg, console)
     show(result.report, console)
     console.print(f"outputs in {result.out_dir}: curated.jsonl, failed.jsonl, dataset/, report.json")
     if args.json:

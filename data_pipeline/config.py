@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from multiverse.config_io import ConfigError, build, check_choice, get_dotted, read_tree
+from multiverse.config_io import ConfigError, build, check_at_least, check_choice, load
 
 
 @dataclass(frozen=True)
@@ -123,22 +123,20 @@ class CurateConfig:
 
     def validate(self) -> "CurateConfig":
         check_choice("llm.structured_output", self.llm.structured_output, ("json_schema", "json_object", "none"))
-        for key in ("run.concurrency", "run.max_attempts", "grouping.max_paths"):
-            if get_dotted(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {get_dotted(self, key)}")
+        check_at_least(self, ("run.concurrency", "run.max_attempts", "grouping.max_paths"), 1)
         if self.grouping.max_paths < 2:
-            raise ConfigError("grouping.max_paths must be >= 2 (a block has at least two paths)")
+            raise ConfigError("grouping.max_paths must be >= 2 (a block has at least two paths)", "grouping.max_paths")
         if not 0.0 <= self.checks.max_distance <= 1.0:
-            raise ConfigError(f"checks.max_distance must lie in [0, 1], got {self.checks.max_distance}")
+            got = self.checks.max_distance
+            raise ConfigError(f"checks.max_distance must lie in [0, 1], got {got}", "checks.max_distance")
         if self.run.max_retries < 0:
-            raise ConfigError(f"run.max_retries must be >= 0, got {self.run.max_retries}")
+            raise ConfigError(f"run.max_retries must be >= 0, got {self.run.max_retries}", "run.max_retries")
         return self
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> CurateConfig:
     """Read a YAML file (defaults when path is None) and apply `section.key=value` overrides."""
-    tree, where = read_tree(path, overrides)
-    return build(CurateConfig, tree, where).validate()
+    return load(CurateConfig, path, overrides)
 
 
 def from_dict(tree: dict[str, Any]) -> CurateConfig:

@@ -7,11 +7,12 @@ Two implementations: `MultiverseLM` (backend="native", the PyTorch engine and th
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from engine.events import Event
-from engine.params import SamplingParams
-from engine.result import RequestOutput
+if TYPE_CHECKING:  # the CLIs import this module for their flags, before torch loads
+    from engine.events import Event
+    from engine.params import SamplingParams
+    from engine.result import RequestOutput
 
 
 @runtime_checkable
@@ -52,10 +53,12 @@ def add_backend_arguments(parser: Any) -> None:
 
 def remote_from_args(args: Any, model: Any, **structure: Any) -> Backend | None:
     """The SGLang client when the CLI asked for it (None: build the native engine as before)."""
+    from multiverse.errors import UsageError
+
     if getattr(args, "backend", "native") != "sglang":
         if getattr(args, "url", None):
-            raise SystemExit("--url is for --backend sglang")
+            raise UsageError("--url is for --backend sglang")
         return None
     if not args.url:
-        raise SystemExit("--backend sglang needs --url http://HOST:PORT of the SGLang server")
+        raise UsageError("--backend sglang needs --url http://HOST:PORT of the SGLang server")
     return open_backend(model, "sglang", args.url, **{k: v for k, v in structure.items() if v is not None})

@@ -2,63 +2,88 @@
 
     multiverse generate "Add each pair: 17+5, 49+26."        # the tiny default model shipped with the package
     multiverse generate --model PATH "Solve: ..."            # a local HF model with the structure tags
+    multiverse generate --raw "<Parallel>..."                 # the prompt as it is, without the chat template
     multiverse generate --tiny --script trace.txt "Consider"   # offline demo: tiny random model follows a trace
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import torch
-from rich.console import Console
-from rich.live import Live
+from multiverse.errors import UsageError, check_at_least, check_tokenizer
 
-from engine.api import MultiverseLM
-from engine.backend import add_backend_arguments, remote_from_args
-from engine.events import Finished
-from engine.params import SamplingParams
-from engine.view import BranchView, stats_table
+if TYPE_CHECKING:  # torch, transformers and rich load in run(): flag errors come back at once
+    from engine.api import MultiverseLM
+    from engine.params import SamplingParams
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("prompt", help="the prompt text")
+    from multiverse.demo import DEFAULT_MODEL
+
+    parser.add_argument("prompt", help="the prompt text (a user message when the model has a chat template)")
     src = parser.add_mutually_exclusive_group()
     src.add_argument(
-        "--model",
+        "--model", default=str(DEFAULT_MODEL),
         help="local path or hub name of a Hugging Face causal LM whose tokenizer has the structure tags "
-        "(default: the tiny model shipped with the package; chat-formatted)",
+        "(default: the tiny model shipped with the package)",
     )
     src.add_argument("--tiny", action="store_true", help="a tiny random model built in-process (demo, tests)")
-    parser.add_argument("--chat", action="store_true", help="wrap the prompt as a user message (chat template)")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument("--raw", action="store_true", help="tokenise the prompt as it is, bypassing the chat template")
+    fmt.add_argument("--chat", action="store_true", help="require the chat template (the default whenever the "
+                     "tokenizer has one; an error if it has none)")
     parser.add_argument("--script", type=Path, help="a Multiverse trace the decoder must follow (demo)")
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--max-critical-tokens", type=int, default=None)
-    parser.add_argument("--temperature", type=float, default=0.0)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--top-p", type=float, default=1.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=512, help="budget of sampled tokens over all branches")
+    parser.add_argument("--max-critical-tokens", type=int, default=None,
+                        help="budget of positions along the critical path (latency); unset: none")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 decodes greedily")
+    parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0: off)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass, in (0, 1]")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
-    parser.add_argument("--max-paths", type=int, default=None)
-    parser.add_argument("--max-depth", type=int, default=None)
+    parser.add_argument("--max-paths", type=int, default=None, help="most paths per block (unset: the engine's)")
+    parser.add_argument("--max-depth", type=int, default=None, help="deepest block nesting (unset: the engine's)")
     parser.add_argument("--sequential", action="store_true", help="parallel=False: the sequential baseline")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the model's)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
+                        help="cast the weights (unset: as stored)")
     parser.add_argument("--no-live", action="store_true", help="no live view; print the text at the end")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    from engine.backend import add_backend_arguments
+
     add_backend_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    console = Console(stderr=args.json)
-    if args.model is None and not args.tiny:
-        from multiverse.demo import DEFAULT_MODEL
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag's value, before any model loads (the model path and device: multiverse.cli.check_common)."""
+    for flag, value, low in [("--max-new-tokens", args.max_new_tokens, 1), ("--max-critical-tokens",
+                             args.max_critical_tokens, 1), ("--temperature", args.temperature, 0),
+                             ("--top-k", args.top_k, 0), ("--max-paths", args.max_paths, 1),
+                             ("--max-depth", args.max_depth, 1)]:
+        check_at_least(flag, value, low)
+    if not 0 < args.top_p <= 1:
+        raise UsageError(f"--top-p {args.top_p}: must lie in (0, 1]")
+    if any(not s for s in args.stop):
+        raise UsageError("--stop: a stop string must not be empty")
+    if args.script is not None and not args.script.is_file():
+        raise UsageError(f"--script {args.script}: no such file")
+    if args.raw and not args.prompt.strip():
+        raise UsageError("the prompt is empty (a raw prompt must hold at least one token)")
 
-        args.model, args.chat = str(DEFAULT_MODEL), True  # the default model was trained on chat turns
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from engine.events import Finished
+    from engine.view import BranchView, stats_table
+
+    console = Console(stderr=args.json)
     lm = _build(args)
-    prompt = [{"role": "user", "content": args.prompt}] if args.chat else args.prompt
+    prompt = _prompt(args, lm.tokenizer)
     params = _params(args, lm, prompt)
     view, output = BranchView(), None
     with Live(view.render(), console=console, refresh_per_second=12, transient=False, auto_refresh=False) if not args.no_live else _Null() as live:
@@ -78,24 +103,47 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prompt(args: argparse.Namespace, tokenizer: Any) -> str | list[dict[str, str]]:
+    """A user turn through the chat template whenever the tokenizer has one (as vLLM's chat does), unless --raw."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if args.chat and not has_template:
+        raise UsageError(f"--chat: the tokenizer of {args.model} has no chat template (drop --chat, or use --raw)")
+    if args.raw or not has_template:
+        if not args.prompt.strip():
+            raise UsageError("the prompt is empty (a raw prompt must hold at least one token)")
+        return args.prompt
+    return [{"role": "user", "content": args.prompt}]
+
+
 def _build(args: argparse.Namespace) -> MultiverseLM:
+    import torch
+
+    from engine.api import MultiverseLM
+
     options = dict(parallel=not args.sequential, max_paths=args.max_paths, max_depth=args.max_depth)
-    if (remote := remote_from_args(args, args.model, **options)) is not None:
-        return remote
     if args.dtype:
         options["dtype"] = getattr(torch, args.dtype)
     if args.tiny:
+        if args.backend != "native":
+            raise UsageError("--tiny builds a model in this process: use it with --backend native")
         from multiverse.tiny import build_model, build_tokenizer
 
         tok = build_tokenizer()
         return MultiverseLM(build_model(tok), tok, device=args.device, **options)
-    if not Path(args.model).exists() and (args.model.startswith((".", "/", "~")) or args.model.count("/") != 1):
-        print(f"multiverse generate: --model {args.model}: no such path (nor a hub name org/model)", file=sys.stderr)
-        raise SystemExit(2)
-    return MultiverseLM(args.model, device=args.device, **options)
+    tok = check_tokenizer(args.model)  # before the weights: a tokenizer without the tags is a usage error
+    if not (args.raw or getattr(tok, "chat_template", None)) and not args.prompt.strip():
+        raise UsageError("the prompt is empty (a raw prompt must hold at least one token)")
+    from engine.backend import remote_from_args
+
+    structure = {k: v for k, v in options.items() if k != "dtype"}
+    if (remote := remote_from_args(args, args.model, tokenizer=tok, **structure)) is not None:
+        return remote  # type: ignore[return-value] - the SGLang client is a MultiverseLM
+    return MultiverseLM(args.model, tok, device=args.device, **options)
 
 
 def _params(args: argparse.Namespace, lm: MultiverseLM, prompt) -> SamplingParams:  # noqa: ANN001
+    from engine.params import SamplingParams
+
     processors = []
     if args.script is not None:
         from engine.script import ScriptedProcessor

@@ -7,6 +7,7 @@ import sys
 from rich.console import Console
 from rich.tree import Tree
 
+from multiverse.errors import UsageError
 from multiverse.structure import Document, StructureError, Think, parse
 from multiverse.structure.tree import Text
 from multiverse.tokens import load_tagged_tokenizer
@@ -24,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
+    tokenizer = _tokenizer(args.tokenizer) if args.tokenizer else None  # once, before any file
     bad = 0
     for name in args.files:
         try:
@@ -37,15 +39,27 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"[red]{name}: {err.strerror}[/red]")
             bad += 1
             continue
+        except UnicodeDecodeError as err:
+            byte = err.object[err.start : err.start + 1]
+            console.print(f"[red]{name}: not UTF-8 text (byte {err.start}: {byte!r})[/red]")
+            bad += 1
+            continue
         console.print(render(doc, name, args.width))
         blocks = list(doc.blocks())
         depth = max((b.depth() for b in blocks), default=0)  # an enclosing block is deeper than any inside it
         line = f"{name}: ok, {len(blocks)} blocks, nesting depth {depth}"
-        if args.tokenizer:
-            tokens, critical = token_counts(doc, load_tagged_tokenizer(args.tokenizer))
+        if tokenizer is not None:
+            tokens, critical = token_counts(doc, tokenizer)
             line += f", {tokens} tokens, critical path {critical}, degree of parallelism {tokens / critical:.3f}"
         console.print(line, soft_wrap=True)
     return 1 if bad else 0
+
+
+def _tokenizer(name: str) -> object:
+    try:
+        return load_tagged_tokenizer(name)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--tokenizer {name}: {' '.join(str(err).split())[:300]}") from err
 
 
 def token_counts(doc: Document, tokenizer: object) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """The `multiverse` command line. Each subcommand lives in its own module and is imported lazily.
 
 A subcommand module provides `add_arguments(parser: argparse.ArgumentParser) -> None` and
-`run(args: argparse.Namespace) -> int`. This module adds `--threads` and `--debug` to every subcommand, checks the
+`run(args: argparse.Namespace) -> int`, and optionally `check_args(args)` (flag checks that need no model, run
+before any heavy import). This module adds `--threads` and `--debug` to every subcommand, checks the
 common inputs a subcommand declares (`--model`, `--device`, `--host`/`--port`) before `run` starts any slow work,
 and turns errors into one line on stderr: `multiverse <command>: error: <message>`, exit 2 for usage errors
 (argparse's, `UsageError`, config errors) and 1 for failures; the traceback only with `--debug`.
@@ -32,7 +33,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if action.default in (None, False, [], argparse.SUPPRESS) or "default" in text.lower():
+        empty = action.default is None or action.default is False or action.default == []  # 0 and 0.0 are shown
+        if empty or action.default == argparse.SUPPRESS or "default" in text.lower():
             return text
         return super()._get_help_string(action)
 
@@ -78,9 +80,7 @@ def build_parser(wanted: str | None) -> tuple[argparse.ArgumentParser, dict[str,
 
 
 def check_common(args: argparse.Namespace) -> None:
-    """Inputs several subcommands share, checked before any model loads; sets the thread count."""
-    from multiverse import threads
-
+    """Inputs several subcommands share, checked before any model loads."""
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: must be >= 1")
     in_process = getattr(args, "tiny", False)  # --tiny: a tiny model built in-process, no path to check
@@ -89,7 +89,13 @@ def check_common(args: argparse.Namespace) -> None:
     check_device(getattr(args, "device", None))
     if getattr(args, "port", None) is not None and getattr(args, "host", None) is not None:
         check_port_free(args.host, args.port)
-    num_params = 0 if in_process else _params_of(getattr(args, "model", None))
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """--threads, else one thread for a tiny model (--tiny, or a model directory under 50M parameters)."""
+    from multiverse import threads
+
+    num_params = 0 if getattr(args, "tiny", False) else _params_of(getattr(args, "model", None))
     threads.apply(args.threads, num_params)
 
 
@@ -138,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         subparsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         check_common(args)
-        return int(_load(args.command).run(args) or 0)
+        module = _load(args.command)
+        if hasattr(module, "check_args"):  # the subcommand's own flag checks, before torch is even imported
+            module.check_args(args)
+        apply_threads(args)
+        return int(module.run(args) or 0)
     except KeyboardInterrupt:
         print(f"multiverse {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -35,7 +35,7 @@ def check_model_path(spec: str, flag: str = "--model") -> str:
         if not (path / "config.json").is_file():
             raise UsageError(f"{flag} {spec}: not a Hugging Face model directory (no config.json in it)")
         return str(path)
-    if spec.startswith((".", "/", "~")) or spec.count("/") != 1 or not all(spec.split("/")):
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or not all(spec.split("/")):
         raise UsageError(f"{flag} {spec}: no such directory (nor a hub id of the form org/name)")
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         from huggingface_hub import try_to_load_from_cache
@@ -90,3 +90,37 @@ def check_at_least(flag: str, value: float | None, low: float) -> None:
     """value >= low (None = unset, accepted)."""
     if value is not None and value < low:
         raise UsageError(f"{flag} {value}: must be >= {low}")
+
+
+def check_tokenizer(spec: str, flag: str = "--model"):  # noqa: ANN201 - a Hugging Face tokenizer
+    """Load the tokenizer of `spec` (already checked by check_model_path) and require the twelve structure tags."""
+    from transformers import AutoTokenizer
+
+    from multiverse.tags import TagIds
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{flag} {spec}: cannot load its tokenizer ({' '.join(str(e).split())[:300]})") from e
+    try:
+        TagIds.from_tokenizer(tokenizer)
+    except ValueError as e:
+        raise UsageError(f"{flag} {spec}: {e}") from e
+    return tokenizer
+
+
+def check_choices(flag: str, values: list[str], allowed: list[str] | tuple[str, ...]) -> None:
+    """Every value is one of `allowed`; an unknown one is named with the closest allowed one."""
+    import difflib
+
+    for value in values:
+        if value not in allowed:
+            close = difflib.get_close_matches(value, allowed, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UsageError(f"{flag}: unknown {value!r}{hint}; choose from {', '.join(allowed)}")
+
+
+def check_data_file(spec: str | None, flag: str) -> None:
+    """A local data file (.jsonl, .json, .parquet) named by `spec` exists; a hub data set name is left to the loader."""
+    if spec and Path(spec).suffix in (".jsonl", ".json", ".parquet") and not Path(spec).expanduser().is_file():
+        raise UsageError(f"{flag} {spec}: no such file")

@@ -26,3 +26,22 @@ def test_check_reports_rule_and_location(tmp_path) -> None:
     out = _check(str(bad))
     assert out.returncode == 1
     assert "line 4, column 1" in out.stdout and "unclosed <Path> opened at line 3" in out.stdout
+
+
+def test_check_names_a_file_that_is_not_utf8_and_goes_on(tmp_path) -> None:
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\u00e9 <Parallel>".encode("latin-1"))
+    good = tmp_path / "good.txt"
+    good.write_text("plain text")
+    out = _check(str(latin), str(good))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"{latin}: not UTF-8 text (byte 3: b'\\xe9')" in out.stdout.replace("\n", "")
+    assert f"{good}: ok" in out.stdout.replace("\n", "")
+
+
+def test_check_rejects_an_unloadable_tokenizer_once(tmp_path) -> None:
+    good = tmp_path / "good.txt"
+    good.write_text("plain text")
+    out = _check(str(good), "--tokenizer", str(tmp_path / "no-tokenizer"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.startswith(f"multiverse check: error: --tokenizer {tmp_path / 'no-tokenizer'}")

@@ -101,3 +101,76 @@ def test_busy_port_is_a_usage_error():
             check_port_free("127.0.0.1", port)
     with pytest.raises(UsageError, match="0..65535"):
         check_port_free("127.0.0.1", 70000)
+
+
+def test_print_config_shows_typed_values():
+    proc = cli("train", "--config", str(ROOT / "training/configs/tiny_cpu.yaml"), "--set", "train.learning_rate=1e-5",
+               "--print-config")
+    assert proc.returncode == 0, proc.stderr
+    import yaml
+
+    assert yaml.safe_load(proc.stdout)["train"]["learning_rate"] == 1e-5  # a float, not the string "1e-5"
+    proc = cli("curate", "--print-config", "--set", "run.concurrency=3")
+    assert proc.returncode == 0 and yaml.safe_load(proc.stdout)["run"]["concurrency"] == 3
+
+
+def test_config_type_error_names_the_set_argument():
+    proc = cli("curate", "--config", str(ROOT / "data_pipeline/configs/s1k.yaml"), "--set", "run.concurrency=many")
+    assert proc.returncode == 2
+    assert "--set run.concurrency=many: run.concurrency = 'many'" in error_line(proc, "curate")
+
+
+def test_missing_model_path_in_train(tmp_path):
+    proc = cli("train", "--config", str(ROOT / "training/configs/tiny_cpu.yaml"),
+               "--set", f"model.name_or_path={tmp_path / 'nope'}")
+    assert proc.returncode == 2
+    assert f"model.name_or_path {tmp_path / 'nope'}: no such directory" in error_line(proc, "train")
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--max-new-tokens", "0", "hi"], "--max-new-tokens 0: must be >= 1"),
+        (["--temperature", "-1", "hi"], "--temperature -1.0: must be >= 0"),
+        (["--top-p", "0", "hi"], "--top-p 0.0: must lie in (0, 1]"),
+        (["--raw", ""], "the prompt is empty"),
+        (["--threads", "0", "hi"], "--threads 0: must be >= 1"),
+    ],
+)
+def test_generate_flags_are_checked_before_the_model_loads(argv, needle):
+    proc = cli("generate", *argv)
+    assert proc.returncode == 2
+    assert needle in error_line(proc, "generate")
+    assert "Loading weights" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "eval"])
+def test_missing_model_path_in_serve_and_eval(command, tmp_path):
+    proc = cli(command, "--model", str(tmp_path / "nope"))
+    assert proc.returncode == 2
+    assert f"--model {tmp_path / 'nope'}: no such directory" in error_line(proc, command)
+
+
+def test_unknown_eval_task_is_named_before_the_model_loads():
+    proc = cli("eval", "--tasks", "aime24,aim25")
+    assert proc.returncode == 2
+    assert "--tasks: unknown 'aim25' (did you mean aime25?)" in error_line(proc, "eval")
+
+
+def test_serve_on_a_busy_port_fails_before_the_model_loads():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        proc = cli("serve", "--tiny", "--port", str(port))
+    assert proc.returncode == 2
+    assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in error_line(proc, "serve")
+
+
+def test_missing_data_file_in_train_is_named_before_the_model_loads(tmp_path):
+    from multiverse.demo import DEFAULT_MODEL
+
+    proc = cli("train", "--config", str(ROOT / "training/configs/tiny_cpu.yaml"), "--model", str(DEFAULT_MODEL),
+               "--data", str(tmp_path / "rows.jsonl"))
+    assert proc.returncode == 2
+    assert f"data.multiverse {tmp_path / 'rows.jsonl'}: no such file" in error_line(proc, "train")

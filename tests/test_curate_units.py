@@ -128,7 +128,7 @@ def test_journal_drops_a_torn_tail_and_keeps_the_first_final_entry(tmp_path) -> 
 def test_config_errors_name_the_key_and_the_file(tmp_path, monkeypatch) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("run:\n  concurency: 3\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"c\.yaml\.run: unknown key\(s\) concurency"):
+    with pytest.raises(ConfigError, match=r"c\.yaml, line 2: run: unknown key\(s\) concurency \(did you mean concurrency\?\)"):
         load_config(path)
     with pytest.raises(ConfigError, match="checks.max_distance"):
         from_dict({"checks": {"max_distance": 2}})

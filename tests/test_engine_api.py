@@ -10,14 +10,8 @@ import torch
 from engine.api import MultiverseLM
 from engine.events import BranchOpened, Finished, Tokens
 from engine.params import SamplingParams
-from engine.script import ScriptedProcessor
-from multiverse.encode import encode_trace
 from multiverse.tiny import build_model
-
-TRACE = (
-    "<Parallel><Goal>plan<Outline>1: sum</Outline><Outline>2: check</Outline></Goal>"
-    "<Path>1: the sum is 4</Path><Path>2: check x</Path><Conclusion>so 12</Conclusion></Parallel> done"
-)
+from tests.test_engine_sampling import TRACE, scripted
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: tiny models run on one thread
 
@@ -30,12 +24,6 @@ def model(tok):
 @pytest.fixture()
 def lm(model, tok):
     return MultiverseLM(model, tok, check_integrity=True, page_size=4)
-
-
-def scripted(tok, prompt: str = "Consider") -> tuple[list[int], SamplingParams]:
-    p_ids = tok(prompt)["input_ids"]
-    target = p_ids + encode_trace(TRACE, tok) + [tok.eos_token_id]
-    return p_ids, SamplingParams(temperature=0, logits_processors=[ScriptedProcessor(target, len(p_ids), tok)])
 
 
 def run_all(lm: MultiverseLM) -> list:
@@ -90,7 +78,7 @@ def test_generate_names_the_bad_one_before_anything_runs(lm):
 
 
 def test_submit_step_abort_and_per_request_sinks(lm, tok):
-    p_ids, fork = scripted(tok)
+    p_ids, fork = scripted(tok, "Consider", TRACE)
     mine, other = [], []
     a = lm.submit(p_ids, fork, mine.append)
     b = lm.submit("The answer", SamplingParams(max_new_tokens=60, seed=0, ignore_eos=True), other.append)
@@ -108,7 +96,7 @@ def test_submit_step_abort_and_per_request_sinks(lm, tok):
 
 
 def test_two_interleaved_streams_each_get_all_their_events(lm, tok):
-    p_ids, fork = scripted(tok)
+    p_ids, fork = scripted(tok, "Consider", TRACE)
     s1 = lm.stream([p_ids], fork)
     s2 = lm.stream(["The answer"], SamplingParams(max_new_tokens=8, seed=1, ignore_eos=True))
     got1, got2 = [], []
@@ -144,7 +132,7 @@ def test_a_raising_processor_leaves_the_neighbours_tokens_unchanged(model, tok):
     def wrong_shape(visible, logits):  # returns the wrong shape: a TypeError of this request only
         return logits[:3] if len(visible) > 4 else logits
 
-    p_ids, fork = scripted(tok)
+    p_ids, fork = scripted(tok, "Consider", TRACE)
     good = [SamplingParams(max_new_tokens=30, temperature=1.0, top_k=20, seed=9, logprobs=True, ignore_eos=True), fork]
     solo_lm = MultiverseLM(model, tok, check_integrity=True, page_size=4)
     solo = [solo_lm.generate(["The answer is"], good[0])[0], solo_lm.generate([p_ids], good[1])[0]]

@@ -33,10 +33,8 @@ def test_generate_plain_and_sequential(capsys):
 
 
 def test_missing_model_path_is_named(capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["generate", "--model", "/nonexistent/model", "hi"])
-    assert exc.value.code == 2
-    assert "/nonexistent/model" in capsys.readouterr().err
+    assert main(["generate", "--model", "/nonexistent/model", "hi"]) == 2
+    assert "multiverse generate: error: --model /nonexistent/model: no such directory" in capsys.readouterr().err
 
 
 def test_model_from_a_local_path(tmp_path, tok, capsys):
@@ -52,3 +50,17 @@ def test_model_from_a_local_path(tmp_path, tok, capsys):
     assert loaded.token_ids == direct.token_ids
     assert main(["generate", "--model", str(tmp_path), "--no-live", "--max-new-tokens", "3", "hi"]) == 0
     assert "finish reason" in capsys.readouterr().out
+
+
+def test_the_chat_template_is_used_whenever_the_model_has_one(capsys):
+    """`generate --model PATH` (no --chat) formats the prompt as the default model was trained: a chat turn."""
+    from multiverse.demo import DEFAULT_MODEL
+
+    texts = {}
+    for fmt in ([], ["--raw"]):
+        argv = ["generate", "--model", str(DEFAULT_MODEL), *fmt, "--sequential", "--json", "--no-live",
+                "--max-new-tokens", "12", "--threads", "1", "Add each pair: 17+5, 49+26."]
+        assert main(argv) == 0
+        texts[bool(fmt)] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["text"]
+    assert texts[False].startswith("<Think>\n<Parallel><Goal>")  # what the model writes after its chat prompt
+    assert not texts[True].startswith("<Think>")  # --raw bypasses the template: the model is off its training data

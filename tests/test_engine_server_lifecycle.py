@@ -131,3 +131,53 @@ def test_serve_checks_its_input_before_loading_the_model(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["serve", "--dtype", "float8"])
     assert exc.value.code == 2
+
+
+@pytest.mark.slow
+def test_the_serve_command_answers_and_stops_on_sigterm(tmp_path):
+    """The real command line: default model, one log line per request, SIGTERM -> graceful exit 0."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.getcwd(), "HF_HUB_OFFLINE": "1"}
+    log = open(tmp_path / "serve.log", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "multiverse.cli", "serve", "--port", str(port), "--api-key", "k"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return httpx.get(url + "/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert wait_until(up, timeout=60)
+        r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer k"}, timeout=60,
+                       json={"messages": [{"role": "user", "content": "Add each pair: 2+3."}], "max_tokens": 200, "temperature": 0})
+        assert r.status_code == 200 and r.json()["model"] == "multiverse"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = (tmp_path / "serve.log").read_text()
+    assert f"{r.json()['id']} POST /v1/chat/completions 200" in text and "KV pages in use: 0" in text
+
+
+def test_dtype_flag_sets_the_weights_and_the_kv_pool():
+    import argparse
+
+    import torch
+
+    from engine.server import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    lm = cli._build(parser.parse_args(["--tiny", "--dtype", "bfloat16", "--num-pages", "8"]))
+    assert next(lm.model.parameters()).dtype == torch.bfloat16 and lm.pool.k.dtype == torch.bfloat16

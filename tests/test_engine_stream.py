@@ -7,7 +7,7 @@ from engine.api import MultiverseLM
 from engine.events import BranchClosed, BranchOpened, Finished, Merged, Tokens
 from engine.params import SamplingParams
 from engine.script import ScriptedProcessor
-from engine.server import stable_ids
+from engine.server.stable import StableOrder
 from multiverse.encode import encode_trace
 from multiverse.tiny import build_model
 
@@ -31,9 +31,13 @@ def test_stream_events_rebuild_every_branch(tok, model):
     params = SamplingParams(temperature=0, logits_processors=[ScriptedProcessor(target, len(p_ids), tok)])
     text: dict[str, str] = {}
     opened, closed, merged, finished = [], [], [], []
+    order, stable = StableOrder(), []
     for event in lm.stream([p_ids, "x"], [params, SamplingParams(max_new_tokens=5, seed=0)]):
         if event.request_id != 0:
             continue
+        order = order.apply(event)
+        stable += order.take()  # the server's streamed prefix only ever grows along the final ids
+        assert stable == target[len(p_ids) : len(p_ids) + len(stable)]
         if isinstance(event, Tokens):
             text[event.label] = text.get(event.label, "") + event.text
         elif isinstance(event, BranchOpened):
@@ -44,9 +48,6 @@ def test_stream_events_rebuild_every_branch(tok, model):
             merged.append((event.label, event.children))
         elif isinstance(event, Finished):
             finished.append(event.output)
-        for request in lm.scheduler.running:  # the streamed stable prefix only ever grows along the final ids
-            if request.request_id == 0:
-                assert target[: len(stable_ids(request.root))] == stable_ids(request.root)
     assert opened == [("", "1"), ("", "2"), ("1", "1.1"), ("1", "1.2")]
     assert sorted(closed) == ["1", "1.1", "1.2", "2"]
     assert merged == [("1", ("1.1", "1.2")), ("", ("1", "2"))]
@@ -54,4 +55,5 @@ def test_stream_events_rebuild_every_branch(tok, model):
     tree = {b.label: b.text for b in out.tree}
     assert {label: text[label] for label in ("1", "2", "1.1", "1.2")} == {k: tree[k] for k in ("1", "2", "1.1", "1.2")}
     assert out.prompt_token_ids + out.token_ids == target
+    assert stable == out.token_ids  # every id was delivered, nested paths in final merged order
     assert lm.pool.num_used == 0

@@ -120,7 +120,7 @@ def test_cli_dry_run_and_clear_errors(assets: Path, tmp_path: Path) -> None:
     assert ok.returncode == 0, ok.stderr
     assert '"event": "dry_run"' in ok.stdout and '"multiverse": 48' in ok.stdout
     bad = subprocess.run([*cmd, "--set", "data.mixing=random"], capture_output=True, text=True, env=env, cwd=REPO)
-    assert bad.returncode == 2 and "data.mixing must be one of" in bad.stdout
+    assert bad.returncode == 2 and "data.mixing must be one of" in bad.stderr
 
 
 # ---------------------------------------------------------------- shipped configs

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 
-from training.config import ConfigError, load_config
+from multiverse import threads
+from multiverse.config_io import dump
+from multiverse.errors import check_data_file, check_model_path
+from training.config import load_config
 
 # Shorthand flags -> dotted config keys.
 SHORTHANDS = {
@@ -37,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="train the baseline: sequential twins of the Multiverse rows, plain causal attention",
     )
     parser.add_argument("--dry-run", action="store_true", help="load and tokenise the data, print statistics, stop")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved configuration (YAML), stop")
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -51,11 +55,16 @@ def overrides(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config, overrides(args))
-    except ConfigError as e:
-        print(f"multiverse train: {e}")
-        return 2
+    cfg = load_config(args.config, overrides(args))  # a ConfigError is a usage error: one line, exit 2
+    if args.print_config:
+        print(dump(cfg), end="")
+        return 0
+    check_model_path(cfg.model.name_or_path, "model.name_or_path")
+    if cfg.model.tokenizer:
+        check_model_path(cfg.model.tokenizer, "model.tokenizer")
+    check_data_file(cfg.data.multiverse, "data.multiverse")
+    check_data_file(cfg.data.autoregressive, "data.autoregressive")
+    threads.apply(args.threads, threads.count_params(cfg.model.name_or_path))
     from training import run as runner
 
     if args.dry_run:
@@ -67,10 +76,6 @@ def run(args: argparse.Namespace) -> int:
         rows, stats = runner.build_rows(cfg, tok)
         print(json.dumps({"event": "dry_run", "rows": len(rows), **stats.__dict__}))
         return 0
-    try:
-        result = runner.train(cfg)
-    except ConfigError as e:
-        print(f"multiverse train: {e}")
-        return 2
+    result = runner.train(cfg)
     print(json.dumps({"event": "done", "output_dir": result["output_dir"], "global_step": result["global_step"]}))
     return 0

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from multiverse.config_io import ConfigError, build, check_choice, get_dotted, read_tree
+from multiverse.config_io import ConfigError, check_at_least, check_choice, load
 
 
 @dataclass(frozen=True)
@@ -98,19 +98,16 @@ class Config:
         check_choice("data.on_bad_row", self.data.on_bad_row, ("error", "skip"))
         check_choice("train.mode", self.train.mode, ("multiverse", "autoregressive"))
         if not self.model.name_or_path:
-            raise ConfigError("model.name_or_path is required (a local directory or a hub name)")
+            raise ConfigError("model.name_or_path is required (a local directory or a hub name)", "model")
         if not self.data.multiverse and not self.data.autoregressive:
-            raise ConfigError("data.multiverse or data.autoregressive must name a dataset or a file")
-        for key in ("data.block_size", "train.micro_batch_size", "train.grad_accum", "train.mask_block"):
-            if get_dotted(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {get_dotted(self, key)}")
+            raise ConfigError("data.multiverse or data.autoregressive must name a dataset or a file", "data")
+        check_at_least(self, ("data.block_size", "train.micro_batch_size", "train.grad_accum", "train.mask_block"), 1)
         return self
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:  # type: ignore[assignment]
     """Read a YAML file (or start from defaults when path is None) and apply `section.key=value` overrides."""
-    tree, where = read_tree(path, overrides)
-    return build(Config, tree, where).validate()
+    return load(Config, path, overrides)
 
 
 def to_dict(cfg: Config) -> dict[str, Any]:

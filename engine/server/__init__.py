@@ -7,6 +7,6 @@ openai_api / openai_format / generate_api (routes) -> metrics -> app (wiring, AP
 
     multiverse serve [--model PATH] [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-model-len N]
 """
-from engine.server.cli import add_arguments, run
+from engine.server.cli import add_arguments, check_args, run
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "check_args", "run"]

@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from engine.server.launch import Server, bind
 
-    _check(args)
+    check_args(args)
     sock = bind(args.host, args.port)  # before the model loads: a taken port fails in a second, not a minute
     try:
         lm = _build(args)
@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace) -> None:
+def check_args(args: argparse.Namespace) -> None:
+    """Flag checks that need no model (multiverse.cli runs them before torch is imported)."""
     for flag, value, low in [("--max-model-len", args.max_model_len, 2), ("--default-max-tokens", args.default_max_tokens, 1),
                              ("--num-pages", args.num_pages, 2), ("--page-size", args.page_size, 1),
                              ("--max-running", args.max_running, 1), ("--max-paths", args.max_paths, 1),
@@ -101,7 +102,10 @@ def _build(args: argparse.Namespace) -> Any:
 
 
 def _context(args: argparse.Namespace, lm: Any) -> int:
-    limit = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
+    if getattr(lm, "model", None) is None:  # --backend sglang: the SGLang server knows its context length
+        limit = getattr(lm, "server", None) and lm.server.info.get("context_length")
+    else:
+        limit = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
     if args.max_model_len is None:
         if limit is None:
             raise UsageError("the model's config has no max_position_embeddings: give --max-model-len")
@@ -111,4 +115,4 @@ def _context(args: argparse.Namespace, lm: Any) -> int:
     return args.max_model_len
 
 
-__all__ = ["ServerConfig", "add_arguments", "run"]
+__all__ = ["ServerConfig", "add_arguments", "check_args", "run"]

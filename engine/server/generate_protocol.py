@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from engine.server.protocol import Count, Finite, INT64_MAX, TokenId
+from engine.server.protocol import INT64_MAX, Count, Finite, TokenId, check_stops, stop_tuple
 
 _NEUTRAL = {"min_new_tokens": 0, "min_p": 0.0, "frequency_penalty": 0.0, "presence_penalty": 0.0,
             "repetition_penalty": 1.0, "n": 1}
@@ -56,16 +56,11 @@ class GenerateSampling(BaseModel):
             raise ValueError(f"not supported by the native engine; send {_NEUTRAL[info.field_name]} or leave it out")
         return value
 
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if any(not s for s in ([value] if isinstance(value, str) else value or [])):
-            raise ValueError("stop strings must be non-empty")
-        return value
+    _stops = field_validator("stop")(check_stops)
 
     @property
     def stop_list(self) -> tuple[str, ...]:
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return stop_tuple(self.stop)
 
 
 class GenerateRequest(BaseModel):

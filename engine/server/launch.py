@@ -48,8 +48,11 @@ class _Uvicorn(uvicorn.Server):
         self.on_exit = on_exit
 
     def handle_exit(self, sig: int, frame: Any) -> None:  # SIGINT/SIGTERM: stop admitting, then drain
+        if not self.should_exit:
+            log.info("shutting down: no new requests; running ones may finish for %ss", self.config.timeout_graceful_shutdown)
         self.on_exit()
         super().handle_exit(sig, frame)
+        self._captured_signals.clear()  # uvicorn would re-raise the signal and kill us before the engine stops
 
 
 class Server:
@@ -73,8 +76,9 @@ class Server:
         try:
             self.uvicorn.run(sockets=[self.sock])
         finally:
-            self.client.close()
+            self.client.close()  # aborts anything still running, then stops the engine thread
             self.sock.close()
+            log.info("stopped; KV pages in use: %d", self.state.lm.pool.num_used)
 
     def start(self, timeout: float = 30.0) -> "Server":
         """Serve from a background thread; returns once uvicorn accepts connections."""

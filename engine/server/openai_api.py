@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
 
 from engine.server import openai_format as fmt
 from engine.server.engine_client import Delta, Done, Failed, JobHandle
@@ -71,7 +72,10 @@ async def _serve(request: Request, body: SamplingFields, chat: bool) -> Any:
     handle = state.client.submit(ids, params)
     reply = _Reply(state, body, rid, chat, request)
     if body.stream:
-        return StreamingResponse(reply.stream(handle), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        # the generator closes the handle when it ends or is cancelled; the background task covers a client that
+        # left before the generator ever started (an unstarted generator has no finally to run)
+        return StreamingResponse(reply.stream(handle), media_type="text/event-stream", headers={"Cache-Control": "no-cache"},
+                                 background=BackgroundTask(handle.close))
     results = await wait_all_or_disconnect([handle], request)
     if results is None:  # the client went away (its job was aborted); nobody reads this answer
         return JSONResponse({}, status_code=499)
@@ -96,7 +100,7 @@ class _Reply:
             return error_response(result.status, result.message)
         out = result.output
         if out.finish_reason == "error":
-            return error_response(500, f"the engine failed this request: {getattr(out, 'error', None) or 'error'}")
+            return error_response(500, _failure(out))
         self.request.state.log["completion_tokens"] = len(out.token_ids)
         text, raw = self._texts(result)
         lp = fmt.logprobs(out, self.state.lm.tokenizer, self.chat)
@@ -105,38 +109,45 @@ class _Reply:
 
     async def stream(self, handle: JobHandle) -> AsyncIterator[str]:
         text = TextStream(self.state.lm.codec, handle.holdback, not self.body.skip_special_tokens)
-        usage = self.body.include_usage
+        usage, ended = self.body.include_usage, False
         try:
             if self.chat:
                 yield _sse(self._chunk(None, role=True), usage)
             async for update in handle:
                 if isinstance(update, Delta):
+                    self.request.state.log["completion_tokens"] += len(update.ids)
                     if piece := text.feed(update.ids):
                         yield _sse(self._chunk(piece), usage)
                 elif isinstance(update, Failed) or update.output.finish_reason == "error":
-                    message = update.message if isinstance(update, Failed) else "the engine failed this request"
+                    message = update.message if isinstance(update, Failed) else _failure(update.output)
                     self.request.state.log["status"] = update.status if isinstance(update, Failed) else 500
                     yield _sse(error_body(self.request.state.log["status"], message), False)
                 else:
-                    yield from_done(self, update, text, usage)
+                    yield self._last(update, text, usage)
                     if usage:
                         yield _sse(fmt.usage_chunk(self.rid, self.created, self.model, self.chat, update.output), False)
             yield "data: [DONE]\n\n"
+            ended = True
         finally:
-            handle.close()  # a client that went away cancels this generator: its request is aborted here
+            if not ended:  # the client went away (or shutdown cut it): this generator was cancelled
+                self.request.state.log["status"] = 499
+            handle.close()  # ... and its request is aborted here, its KV freed at once
+
+    def _last(self, done: Done, text: TextStream, usage: bool) -> str:
+        """The last content chunk: the rest of the final text, the finish reason and the extension."""
+        out = done.output
+        self.request.state.log["completion_tokens"] = len(out.token_ids)
+        clean, raw = self._texts(done)
+        last = self._chunk(text.finish(clean), fmt.finish_reason(out))
+        last["multiverse"] = fmt.extension(out, raw)
+        return _sse(last, usage)
 
     def _chunk(self, piece: str | None, reason: str | None = None, role: bool = False) -> dict[str, Any]:
         return fmt.chunk(self.rid, self.created, self.model, self.chat, piece, reason, role)
 
 
-def from_done(reply: _Reply, done: Done, text: TextStream, usage: bool) -> str:
-    """The last content chunk: the rest of the final text, the finish reason and the extension."""
-    out = done.output
-    reply.request.state.log["completion_tokens"] = len(out.token_ids)
-    clean, raw = reply._texts(done)
-    last = reply._chunk(text.finish(clean), fmt.finish_reason(out))
-    last["multiverse"] = fmt.extension(out, raw)
-    return _sse(last, usage)
+def _failure(out: Any) -> str:
+    return f"the engine failed this request: {out.error or 'unknown error'}"
 
 
 def _sse(obj: dict[str, Any], with_usage: bool) -> str:

@@ -17,6 +17,16 @@ Count = Annotated[int, Field(ge=1, le=2**31 - 1)]
 TokenId = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
+def check_stops(value: str | list[str] | None) -> str | list[str] | None:
+    if any(not s for s in ([value] if isinstance(value, str) else value or [])):
+        raise ValueError("stop strings must be non-empty")
+    return value
+
+
+def stop_tuple(value: str | list[str] | None) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value or ())
+
+
 class StreamOptions(BaseModel):
     include_usage: bool = False
     continuous_usage_stats: bool = False
@@ -69,17 +79,11 @@ class SamplingFields(BaseModel):
             raise ValueError("logit_bias is not supported")
         return value
 
-    @field_validator("stop")
-    @classmethod
-    def _stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        items = [value] if isinstance(value, str) else value or []
-        if any(not s for s in items):
-            raise ValueError("stop strings must be non-empty")
-        return value
+    _stops = field_validator("stop")(check_stops)
 
     @property
     def stop_list(self) -> tuple[str, ...]:
-        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return stop_tuple(self.stop)
 
     @property
     def include_usage(self) -> bool:
@@ -144,7 +148,6 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
     tools: list[Any] | None = None
-    add_generation_prompt: bool = True
 
     @field_validator("tools")
     @classmethod

@@ -1,0 +1,62 @@
+"""The READMEs stay true: the core snippet runs, no machine paths, CI runs the README's test command, install pins."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def block_after(heading: str, lang: str) -> str:
+    """The first ```lang block after a heading of README.md."""
+    rest = README[README.index(heading):]
+    return re.search(rf"```{lang}\n(.*?)```", rest, re.S).group(1)
+
+
+def test_the_core_snippet_runs_as_written(tmp_path):
+    script = tmp_path / "snippet.py"
+    script.write_text(block_after("## The core", "python"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    tokens, critical, rows = proc.stdout.split(maxsplit=2)
+    assert int(tokens) > int(critical) > 0  # a parallel trace: its critical path is shorter than its length
+
+
+def test_no_machine_paths_in_the_readmes():
+    for readme in ROOT.glob("**/README.md"):
+        text = readme.read_text(encoding="utf-8")
+        assert not re.search(r"(?<![.\w])/(work|home|root|Users)/", text), readme  # ../shared, not a machine path
+
+
+def test_ci_runs_the_readme_test_command():
+    command = block_after("# multiverse", "bash").splitlines()[1]
+    assert "python -m pytest" in command
+    assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def test_install_section_matches_the_pin():
+    pin = re.search(r"^torch==(\S+)$", (ROOT / "constraints.txt").read_text(), re.M).group(1)
+    install = README[README.index("## Install"):README.index("## Layout")]
+    assert f"pip install torch=={pin} --index-url https://download.pytorch.org/whl/cpu" in install
+    assert f"`torch=={pin}`" in install
+
+
+def test_ci_script_is_valid_bash_and_installs_the_cpu_build_like_the_readme():
+    run = ROOT / ".ci" / "run"
+    assert subprocess.run(["bash", "-n", str(run)]).returncode == 0
+    assert "--index-url https://download.pytorch.org/whl/cpu" in run.read_text(encoding="utf-8")
+
+
+def test_version_matches_pyproject():
+    import tomllib
+
+    import multiverse
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert multiverse.__version__ == project["version"]
+    assert any(d.startswith("pydantic") for d in project["dependencies"])  # the typed config layer needs it
