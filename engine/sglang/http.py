@@ -8,6 +8,7 @@ the core's mask), or a stock SGLang (merges would be recomputed causally: approx
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -73,6 +74,10 @@ class Wire:
     # ------------------------------------------------------------------ calls
     def post_batch(self, calls: list[GenerateCall]) -> list[Reply]:
         return self.run(self._post_batch(calls)) if calls else []
+
+    def post_batch_async(self, calls: list[GenerateCall]) -> "concurrent.futures.Future[list[Reply]]":
+        """The same call without waiting: a future the caller polls or waits on."""
+        return asyncio.run_coroutine_threadsafe(self._post_batch(calls), self.loop)
 
     async def _post_batch(self, calls: list[GenerateCall]) -> list[Reply]:
         body: dict[str, Any] = {

@@ -1,9 +1,11 @@
 """The native scheduler with the model forward replaced by SGLang calls: one logic for stops, budgets, SPEC §6
 fallbacks, forks, merges, stream events and results, whichever engine computes the tokens.
 
-`step()` is the native step with `runner.forward + sample` swapped for `Segments.fetch`: every running branch
-takes its next token from its segment (one batched `/generate` for all that need a new one), closed paths
-get their `</Path>` KV computed on the server, then each token goes through the native `_on_token`. The local
+`step()` is the native step with `runner.forward + sample` swapped for `Segments.prepare`: every running branch
+takes its next token from its segment (the calls a step needs go out as one batched `/generate`), closed paths
+get their `</Path>` KV computed on the server, then each token goes through the native `_on_token`. A request
+whose calls are still in flight sits the step out (all its branches: they stay in lock step, so its output is
+the native one); the others go on. The local
 KV pool only counts slots (one float per slot): the KV lives on the server.
 """
 from __future__ import annotations
@@ -24,28 +26,33 @@ class RemoteScheduler(Scheduler):
 
     def step(self) -> list[Request]:
         finished = self._admit()
-        rows = [(r, b) for r in self.running for b in r.branches() if b.pending_ids]
-        if rows:
-            samplers = [(r, b) for r, b in rows if b.status is Status.RUNNING]
-            closing = [(r, b) for r, b in rows if b.status is not Status.RUNNING and self._closes(b)]
-            try:
-                errors = self.segments.fetch(samplers, closing)
-            except ServerError as err:  # the server is unreachable or refused the call: this step's requests end
-                failed = list({id(r): r for r, _ in rows}.values())
-                for request in failed:
-                    self._fail(request, err)
-                self.running = [r for r in self.running if r.phase is Phase.RUNNING]
-                raise EngineError(f"a SGLang call of a step failed ({len(failed)} requests ended): {err}") from err
-            for _, branch in rows:
+        rows = {}
+        for r in self.running:
+            mine = [b for b in r.branches() if b.pending_ids]
+            if mine:
+                samplers = [b for b in mine if b.status is Status.RUNNING]
+                rows[r.request_id] = (r, samplers, [b for b in mine if b.status is not Status.RUNNING and self._closes(b)])
+        try:
+            ready = self.segments.prepare(rows) if rows else set()
+        except ServerError as err:  # the server is unreachable or refused the call: the waiting requests end
+            failed = [r for r, _, _ in rows.values()]
+            for request in failed:
+                self._fail(request, err)
+            self.running = [r for r in self.running if r.phase is Phase.RUNNING]
+            raise EngineError(f"a SGLang call failed ({len(failed)} requests ended): {err}") from err
+        for rid in ready:
+            request, samplers, _ = rows[rid]
+            for branch in request.branches():  # this request steps: its pending tokens are on the server now
                 branch.pending_ids.clear()
                 branch.pending_pos.clear()
                 branch.prefill_mask = None
-            for request, branch in samplers:
+            problem = self.segments.error(request)
+            for branch in samplers:
                 if request.phase is not Phase.RUNNING:
-                    continue
+                    break
                 try:
-                    if request.request_id in errors:  # one bad request never harms another
-                        raise ServerError(errors[request.request_id])
+                    if problem is not None:  # one bad request never harms another
+                        raise ServerError(problem)
                     self._on_token(request, branch, *self.segments.take(branch))
                 except Exception as err:  # noqa: BLE001 - this request's fault: it alone ends
                     self._fail(request, err)

@@ -12,11 +12,12 @@ Invariant: a buffer is valid only while `len(branch.visible) == buffer.base + bu
 from __future__ import annotations
 
 import zlib
+from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.branch import Branch
-from engine.request import Request
+from engine.request import Phase, Request
 from engine.sglang.http import GenerateCall, Reply, ServerError, Wire
 from engine.sglang.plugin.structure import rules_to_params
 
@@ -47,56 +48,110 @@ class Segments:
         self.merges: dict[int, MergeCounts] = {}  # request id -> counts
         self.processors = processor if processor is not None else {}  # request id -> (serialized class, params)
         self.max_reissues = 2
+        self.inflight: dict[futures.Future, list[tuple[str, Request, Branch, int]]] = {}  # batched call -> its inputs
+        self.busy: set[tuple[int, int]] = set()  # (id(branch), len(visible)) with a call in flight
+        self.closed: set[tuple[int, int]] = set()  # (id(branch), len(visible)) whose </Path> KV the server holds
+        self.reclose: dict[int, list[Branch]] = {}  # request id -> paths to close again (their KV was evicted)
+        self.errors: dict[int, str] = {}  # request id -> why the server failed it
 
     def forget(self, request: Request) -> None:
+        """After the request finished: drop its buffers and marks (a call still in flight is ignored on return)."""
         for b in request.branches():
             self.buffers.pop(id(b), None)
+            self.closed = {k for k in self.closed if k[0] != id(b)}
+        self.errors.pop(request.request_id, None)
+        self.reclose.pop(request.request_id, None)
         self.merges.pop(request.request_id, None)
         self.processors.pop(request.request_id, None)
 
     # ------------------------------------------------------------------ one step
-    def fetch(self, samplers: list[tuple[Request, Branch]], closing: list[tuple[Request, Branch]]) -> dict[int, str]:
-        """Fill every sampler's buffer; compute closed paths' `</Path>` first. Returns request id -> error."""
-        errors: dict[int, str] = {}
-        needy = [(r, b) for r, b in samplers if not self._ready(b)]
-        merges = [(r, b) for r, b in needy if self._is_merge(b)]
-        plain = [(r, b) for r, b in needy if not self._is_merge(b)]
-        self._call([self._close_call(r, b) for r, b in closing] + [self._segment_call(r, b) for r, b in plain],
-                   [("close", r, b) for r, b in closing] + [("segment", r, b) for r, b in plain], errors)
-        for attempt in range(self.max_reissues + 1):
-            merges = [(r, b) for r, b in merges if r.request_id not in errors]
-            if not merges:
-                break
-            replies = self.wire.post_batch([self._segment_call(r, b) for r, b in merges])
-            refused = []
-            for (r, b), reply in zip(merges, replies):
-                if reply.aborted and MERGE_FAILED in reply.aborted and attempt < self.max_reissues:
-                    refused.append((r, b))
-                    continue
-                self._count_merge(r, reply)
-                self._store(r, b, reply, errors)
-            if refused:  # the children's KV is gone: compute it again from their tokens, then merge again
-                calls = [(r, c) for r, b in refused for c in b.forks[-1][1]]
-                self._call([self._close_call(r, c) for r, c in calls], [("close", r, c) for r, c in calls], errors)
-                for r, _ in refused:
-                    self.counts(r).reissued += 1
-            merges = refused
-        return errors
+    def prepare(self, rows: dict[int, tuple[Request, list[Branch], list[Branch]]]) -> set[int]:
+        """Launch the calls the requests' rows need; return the ids of the requests that can step now.
 
-    def _call(self, calls: list[GenerateCall], what: list[tuple[str, Request, Branch]], errors: dict[int, str]) -> None:
-        for (kind, request, branch), reply in zip(what, self.wire.post_batch(calls)):
+        rows: request id -> (request, sampling branches, closed paths with a pending `</Path>`). A request steps
+        only when every branch of it has its next token (its branches stay in lock step, as in the native
+        engine); requests are independent, so one waiting for the server never holds back another. Blocks
+        only while no request can step.
+        """
+        while True:
+            self._launch(rows)
+            ready = {rid for rid, (r, samplers, closing) in rows.items() if self._can_step(r, samplers, closing)}
+            if ready or not self.inflight:
+                return ready
+            done, _ = futures.wait(list(self.inflight), return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                self._settle(future)
+
+    def error(self, request: Request) -> str | None:
+        return self.errors.get(request.request_id)
+
+    def _launch(self, rows: dict[int, tuple[Request, list[Branch], list[Branch]]]) -> None:
+        calls: list[tuple[str, Request, Branch, GenerateCall]] = []
+        for r, samplers, closing in rows.values():
+            if r.request_id in self.errors:
+                continue
+            for b in closing + self.reclose.get(r.request_id, []):
+                key = (id(b), len(b.visible))
+                if key not in self.closed and key not in self.busy:
+                    calls.append(("close", r, b, self._close_call(r, b)))
+            for b in samplers:
+                if self._ready(b) or (id(b), len(b.visible)) in self.busy:
+                    continue
+                if self._is_merge(b):
+                    waiting = [c for c in closing + self.reclose.get(r.request_id, []) if (id(c), len(c.visible)) not in self.closed]
+                    if waiting:  # the merge needs every path's KV on the server first
+                        continue
+                    calls.append(("merge", r, b, self._segment_call(r, b)))
+                else:
+                    calls.append(("segment", r, b, self._segment_call(r, b)))
+        if calls:
+            for _, _, b, call in calls:
+                self.busy.add((id(b), len(call.input_ids)))
+            self.inflight[self.wire.post_batch_async([c for *_, c in calls])] = [(k, r, b, len(c.input_ids)) for k, r, b, c in calls]
+
+    def _settle(self, future: futures.Future) -> None:
+        what = self.inflight.pop(future)
+        try:
+            replies = future.result()
+        except ServerError:
+            for _, _, b, base in what:
+                self.busy.discard((id(b), base))
+            raise
+        for (kind, request, branch, base), reply in zip(what, replies):
+            self.busy.discard((id(branch), base))
+            if request.phase is Phase.FINISHED:  # aborted or ended while the call ran: its answer is moot
+                continue
             if kind == "close":
                 self.counts(request).close_calls += 1
                 if reply.aborted:
-                    errors[request.request_id] = f"closing path {branch.label!r}: {reply.aborted}"
-            else:
-                self._store(request, branch, reply, errors)
+                    self.errors[request.request_id] = f"closing path {branch.label!r}: {reply.aborted}"
+                self.closed.add((id(branch), base))
+                continue
+            if kind == "merge" and reply.aborted and MERGE_FAILED in reply.aborted:
+                counts = self.counts(request)
+                if counts.reissued < self.max_reissues * max(1, request.num_merges):
+                    # the children's KV is gone: compute it again from their tokens, then merge again
+                    children = branch.forks[-1][1]
+                    self.closed -= {(id(c), len(c.visible)) for c in children}
+                    self.reclose[request.request_id] = children
+                    counts.reissued += 1
+                    continue
+            if kind == "merge":
+                self._count_merge(request, reply)
+                self.reclose.pop(request.request_id, None)
+            self._store(request, branch, reply)
 
-    def _store(self, request: Request, branch: Branch, reply: Reply, errors: dict[int, str]) -> None:
+    def _can_step(self, request: Request, samplers: list[Branch], closing: list[Branch]) -> bool:
+        if request.request_id in self.errors:
+            return True
+        busy = any(k[0] == id(b) for b in samplers + closing for k in self.busy)
+        return not busy and all(self._ready(b) for b in samplers) and all((id(c), len(c.visible)) in self.closed for c in closing)
+
+    def _store(self, request: Request, branch: Branch, reply: Reply) -> None:
         if reply.aborted:
-            errors[request.request_id] = f"branch {branch.label!r}: the server aborted the call: {reply.aborted}"
+            self.errors[request.request_id] = f"branch {branch.label!r}: the server aborted the call: {reply.aborted}"
         elif not reply.output_ids:
-            errors[request.request_id] = f"branch {branch.label!r}: the server returned no token"
+            self.errors[request.request_id] = f"branch {branch.label!r}: the server returned no token"
         else:
             self.buffers[id(branch)] = Buffer(len(branch.visible), reply.output_ids, reply.logprobs)
 
