@@ -49,6 +49,13 @@ Sink = Callable[[Event], None]
 
 
 class MultiverseLM:
+    def __new__(cls, *args: Any, backend: str = "native", **kwargs: Any) -> "MultiverseLM":
+        if backend == "sglang" and cls is MultiverseLM:  # the SGLang client: same API, tokens from a server
+            from engine.sglang.client import SGLangClient
+
+            return super().__new__(SGLangClient)
+        return super().__new__(cls)
+
     def __init__(
         self,
         model: Any,
@@ -58,7 +65,7 @@ class MultiverseLM:
         **engine_options: Any,
     ) -> None:
         if backend != "native":
-            raise ValueError(f"backend {backend!r} is not available; this build ships backend='native' only")
+            raise ValueError(f"backend {backend!r} is not available; use 'native' or 'sglang' (with url=...)")
         model, tokenizer = _load(model, tokenizer)
         self.config = EngineConfig.from_options(device=str(device) if device is not None else None, **engine_options)
         self.device = torch.device(self.config.device) if self.config.device else next(model.parameters()).device
@@ -134,6 +141,9 @@ class MultiverseLM:
                 self.scheduler.step()
         finally:
             self._abort_unfinished(requests)
+
+    def close(self) -> None:
+        """Release what the backend holds (native: nothing beyond memory)."""
 
     def check_integrity(self) -> None:
         self.scheduler.check_integrity()

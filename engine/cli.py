@@ -52,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cast the weights (unset: as stored)")
     parser.add_argument("--no-live", action="store_true", help="no live view; print the text at the end")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    from engine.backend import add_backend_arguments
+
+    add_backend_arguments(parser)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -121,6 +124,8 @@ def _build(args: argparse.Namespace) -> MultiverseLM:
     if args.dtype:
         options["dtype"] = getattr(torch, args.dtype)
     if args.tiny:
+        if args.backend != "native":
+            raise UsageError("--tiny builds a model in this process: use it with --backend native")
         from multiverse.tiny import build_model, build_tokenizer
 
         tok = build_tokenizer()
@@ -128,6 +133,11 @@ def _build(args: argparse.Namespace) -> MultiverseLM:
     tok = check_tokenizer(args.model)  # before the weights: a tokenizer without the tags is a usage error
     if not (args.raw or getattr(tok, "chat_template", None)) and not args.prompt.strip():
         raise UsageError("the prompt is empty (a raw prompt must hold at least one token)")
+    from engine.backend import remote_from_args
+
+    structure = {k: v for k, v in options.items() if k != "dtype"}
+    if (remote := remote_from_args(args, args.model, tokenizer=tok, **structure)) is not None:
+        return remote  # type: ignore[return-value] - the SGLang client is a MultiverseLM
     return MultiverseLM(args.model, tok, device=args.device, **options)
 
 

@@ -112,6 +112,7 @@ class Request:
             num_merges=self.num_merges,
             fallbacks=list(self.fallbacks),
             num_preemptions=self.num_preemptions,
+            merges_exact=self.num_merges,  # the native merge absorbs the children's KV as computed
         )
         tree = [self._info(b, codec.raw) for b in self.branches()]
         return RequestOutput(

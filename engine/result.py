@@ -25,6 +25,13 @@ class Stats:
     num_merges: int
     fallbacks: list[str] = field(default_factory=list)  # SPEC §6 reasons, one per block that ran sequentially
     num_preemptions: int = 0  # times the request was evicted for memory and restarted (same seed, same output)
+    # How merges got their KV. Native: every merge absorbs the children's KV (exact). SGLang backend: exact when
+    # the server reused all children's KV (cached_tokens == prompt_tokens - 1), else recomputed; reissued: the
+    # plugin refused a merge whose children's KV was evicted and the client sent it again.
+    merges_exact: int = 0
+    merges_recomputed: int = 0
+    merges_reissued: int = 0
+    merge_prefill_tokens: list[int] = field(default_factory=list)  # per merge call: prompt - cached tokens
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,8 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from engine.backend import add_backend_arguments
+
     from multiverse.demo import DEFAULT_MODEL
 
     src = parser.add_mutually_exclusive_group()
@@ -39,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-running", type=int, default=64, help="requests decoding at once (others wait)")
     parser.add_argument("--shutdown-timeout", type=float, default=10.0,
                         help="seconds running requests may finish after SIGINT/SIGTERM before they are aborted")
+    add_backend_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,12 +82,17 @@ def _build(args: argparse.Namespace) -> Any:
     import torch
 
     from engine.api import MultiverseLM
+    from engine.backend import remote_from_args
 
     options: dict[str, Any] = dict(
         parallel=not args.sequential, max_paths=args.max_paths, max_depth=args.max_depth, num_pages=args.num_pages,
         page_size=args.page_size, max_running=args.max_running,
         dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
     )
+    remote = remote_from_args(args, args.model, parallel=options["parallel"], max_paths=args.max_paths,
+                              max_depth=args.max_depth, max_running=args.max_running)
+    if remote is not None:  # our OpenAI API in front of a SGLang server (exact merges with its plugin)
+        return remote
     if args.tiny:
         from multiverse.tiny import build_model, build_tokenizer
 
@@ -94,7 +102,10 @@ def _build(args: argparse.Namespace) -> Any:
 
 
 def _context(args: argparse.Namespace, lm: Any) -> int:
-    limit = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
+    if getattr(lm, "model", None) is None:  # --backend sglang: the SGLang server knows its context length
+        limit = getattr(lm, "server", None) and lm.server.info.get("context_length")
+    else:
+        limit = getattr(lm.model.config.get_text_config(), "max_position_embeddings", None)
     if args.max_model_len is None:
         if limit is None:
             raise UsageError("the model's config has no max_position_embeddings: give --max-model-len")

@@ -53,6 +53,12 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
 
 
 def _params(s: GenerateSampling, want_lp: bool, ids: list[int], config: Any) -> SamplingParams:
+    # The multiverse client's structure limits (custom_params, as the SGLang plugin reads them): the prompt's
+    # blocks are laid out with the rules the client forked them under.
+    limits = (s.custom_params or {}).get("multiverse")
+    extra: dict[str, Any] = {}
+    if isinstance(limits, dict):
+        extra.update({k: limits[k] for k in ("max_paths", "max_depth") if isinstance(limits.get(k), int)})
     return sampling_params(
         max_new_tokens=s.max_new_tokens if s.max_new_tokens is not None else config.default_max_tokens,
         max_critical_tokens=critical_cap(ids, config, None),
@@ -66,6 +72,7 @@ def _params(s: GenerateSampling, want_lp: bool, ids: list[int], config: Any) -> 
         include_stop_str_in_output=s.no_stop_trim,
         logprobs=want_lp,
         parallel=False,
+        **extra,
     )
 
 

@@ -1,0 +1,134 @@
+"""The SGLang backend of MultiverseLM: `MultiverseLM(backend="sglang", url=...)` returns an SGLangClient.
+
+It is MultiverseLM with the native scheduler's forward replaced by SGLang calls (scheduler.py, segments.py):
+the same generate / stream / abort, RequestOutput, tree, stats and stream events. Merges are exact when the
+server is SGLang with the `multiverse` plugin (its cache reuses the children's KV; stats count
+`merges_exact`) or our own `multiverse serve` (every merge is re-laid out with the core's mask and positions:
+exact tokens, counted `merges_recomputed`). A stock SGLang would recompute merges causally (siblings visible,
+positions contiguous): refused unless `approximate=True`, and then every such merge is counted recomputed.
+
+    lm = MultiverseLM("path/to/model-or-tokenizer", backend="sglang", url="http://127.0.0.1:30000")
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from engine.api import MultiverseLM, Prompt
+from engine.config import EngineConfig
+from engine.detok import TextCodec
+from engine.kv_pool import KVPool
+from engine.params import SamplingParams
+from engine.request import Request
+from engine.sglang.http import ServerError, Wire
+from engine.sglang.scheduler import RemoteScheduler
+from engine.sglang.segments import Segments
+from multiverse.tags import StructureVocab
+
+
+class ApproximateMergeRefused(ServerError):
+    """The server cannot merge exactly (a stock SGLang without the multiverse plugin)."""
+
+
+class SGLangClient(MultiverseLM):
+    def __init__(
+        self,
+        model: Any = None,
+        tokenizer: Any = None,
+        device: Any = None,
+        backend: str = "sglang",
+        url: str | None = None,
+        approximate: bool = False,
+        timeout_s: float = 600.0,
+        **engine_options: Any,
+    ) -> None:
+        if url is None:
+            raise ValueError('MultiverseLM(backend="sglang") needs url="http://HOST:PORT" of the server')
+        self.config = EngineConfig.from_options(**engine_options)
+        self.wire = Wire(url, timeout_s)
+        try:
+            self.server = self.wire.probe()
+            if not self.server.exact and not approximate:
+                raise ApproximateMergeRefused(
+                    f"{url} is SGLang without the multiverse cache backend (radix_cache_backend="
+                    f"{self.server.info.get('radix_cache_backend')!r}, page_size={self.server.info.get('page_size')}): "
+                    "its merges would be recomputed causally (siblings visible, wrong positions). Start it with "
+                    "SGLANG_PLUGINS=multiverse ... --radix-cache-backend multiverse --page-size 1, or pass "
+                    "approximate=True to accept approximate merges (counted in stats.merges_recomputed)"
+                )
+            self.tokenizer = _tokenizer(model, tokenizer, self.server.info)
+        except BaseException:
+            self.wire.close()
+            raise
+        self.approximate = not self.server.exact
+        self.model, self.device = None, torch.device("cpu")
+        self.vocab = StructureVocab.from_tokenizer(self.tokenizer)
+        eos = _eos_ids(model, self.tokenizer)
+        c = self.config
+        pool = KVPool(1, 1, 1, c.num_pages, c.page_size, torch.float32, "cpu")  # slot accounting only
+        self.codec = TextCodec(self.tokenizer, keep=self.vocab.tags.all())
+        self.scheduler = RemoteScheduler(None, pool, c, self.vocab, eos, self.codec)  # type: ignore[arg-type]
+        self.scheduler.segments = Segments(self.wire, self.vocab.tags, eos)
+        self._ids = itertools.count()
+
+    def generate(
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        server_processors: Sequence[tuple[str, dict] | None] | None = None,
+    ):  # noqa: ANN201 - list[RequestOutput]
+        """As MultiverseLM.generate; `server_processors[i]` = (SGLang custom_logit_processor, custom_params)."""
+        self._pending_processors = list(server_processors) if server_processors is not None else None
+        return super().generate(prompts, sampling_params)
+
+    def close(self) -> None:
+        self.wire.close()
+
+    def _prepare(self, prompt: Prompt, params: SamplingParams | None, sink: Any) -> Request:
+        if params is not None and isinstance(params, SamplingParams) and params.logits_processors:
+            raise ValueError(
+                "SamplingParams.logits_processors run inside the native engine; with backend='sglang' use a "
+                "server-side processor (generate(..., server_processors=...); SGLang needs "
+                "--enable-custom-logit-processor)"
+            )
+        return super()._prepare(prompt, params, sink)
+
+    def _submit_all(self, prompts: Any, params: Any, sink: Any) -> list[Request]:
+        requests = super()._submit_all(prompts, params, sink)
+        extra, self._pending_processors = getattr(self, "_pending_processors", None), None
+        if extra is not None:
+            if len(extra) != len(requests):
+                for r in requests:
+                    self.scheduler.abort(r.request_id)
+                raise ValueError(f"{len(extra)} server processors for {len(requests)} prompts")
+            for request, processor in zip(requests, extra):
+                if processor is not None:
+                    self.scheduler.segments.processors[request.request_id] = processor
+        return requests
+
+
+def _tokenizer(model: Any, tokenizer: Any, info: dict[str, Any]) -> Any:
+    if tokenizer is not None:
+        return tokenizer
+    from transformers import AutoTokenizer
+
+    path = str(model) if model is not None else info.get("tokenizer_path") or info.get("model_path")
+    if not path:
+        raise ValueError("pass the model path (or tokenizer=) so the client can tokenize: the server did not name it")
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    if isinstance(model, (str,)) or hasattr(model, "__fspath__"):
+        try:
+            from transformers import GenerationConfig
+
+            extra = GenerationConfig.from_pretrained(str(model)).eos_token_id
+            ids |= set(extra) if isinstance(extra, (list, tuple)) else {extra} if extra is not None else set()
+        except (OSError, ValueError):
+            pass
+    return frozenset(i for i in ids if i is not None)

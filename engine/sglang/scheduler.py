@@ -1,0 +1,83 @@
+"""The native scheduler with the model forward replaced by SGLang calls: one logic for stops, budgets, SPEC §6
+fallbacks, forks, merges, stream events and results, whichever engine computes the tokens.
+
+`step()` is the native step with `runner.forward + sample` swapped for `Segments.prepare`: every running branch
+takes its next token from its segment (the calls a step needs go out as one batched `/generate`), closed paths
+get their `</Path>` KV computed on the server, then each token goes through the native `_on_token`. A request
+whose calls are still in flight sits the step out (all its branches: they stay in lock step, so its output is
+the native one); the others go on. The local
+KV pool only counts slots (one float per slot): the KV lives on the server.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from engine.branch import Branch, Status
+from engine.events import Event, Finished
+from engine.request import Phase, Request
+from engine.result import RequestOutput
+from engine.scheduler import EngineError, Scheduler
+from engine.sglang.http import ServerError
+from engine.sglang.segments import Segments
+
+
+class RemoteScheduler(Scheduler):
+    segments: Segments  # set by the client right after construction
+
+    def step(self) -> list[Request]:
+        finished = self._admit()
+        rows = {}
+        for r in self.running:
+            mine = [b for b in r.branches() if b.pending_ids]
+            if mine:
+                samplers = [b for b in mine if b.status is Status.RUNNING]
+                rows[r.request_id] = (r, samplers, [b for b in mine if b.status is not Status.RUNNING and self._closes(b)])
+        try:
+            ready = self.segments.prepare(rows) if rows else set()
+        except ServerError as err:  # the server is unreachable or refused the call: the waiting requests end
+            failed = [r for r, _, _ in rows.values()]
+            for request in failed:
+                self._fail(request, err)
+            self.running = [r for r in self.running if r.phase is Phase.RUNNING]
+            raise EngineError(f"a SGLang call failed ({len(failed)} requests ended): {err}") from err
+        for rid in ready:
+            request, samplers, _ = rows[rid]
+            for branch in request.branches():  # this request steps: its pending tokens are on the server now
+                branch.pending_ids.clear()
+                branch.pending_pos.clear()
+                branch.prefill_mask = None
+            problem = self.segments.error(request)
+            for branch in samplers:
+                if request.phase is not Phase.RUNNING:
+                    break
+                try:
+                    if problem is not None:  # one bad request never harms another
+                        raise ServerError(problem)
+                    self._on_token(request, branch, *self.segments.take(branch))
+                except Exception as err:  # noqa: BLE001 - this request's fault: it alone ends
+                    self._fail(request, err)
+        finished += [r for r in self.running if r.phase is Phase.FINISHED]
+        self.running = [r for r in self.running if r.phase is Phase.RUNNING]
+        if self.config.check_integrity:
+            self.check_integrity()
+        return finished
+
+    def _closes(self, branch: Branch) -> bool:
+        """A path whose pending tokens end with its `</Path>`: the server must hold that KV before the merge."""
+        return branch.parent is not None and branch.pending_ids[-1:] == [self.vocab.tags.path_close]
+
+    def _finish(self, request: Request, reason: str) -> None:
+        super()._finish(request, reason)
+        request.output = self._with_counts(request.output)
+        self.segments.forget(request)
+
+    def _emit(self, request: Request, event: Event) -> None:
+        if isinstance(event, Finished):  # the result carries this backend's merge counts (stats)
+            event = Finished(event.request_id, self._with_counts(event.output))
+        super()._emit(request, event)
+
+    def _with_counts(self, output: RequestOutput) -> RequestOutput:
+        counts = self.segments.counts(output.request_id)
+        stats = replace(output.stats, merges_exact=counts.exact, merges_recomputed=counts.recomputed,
+                        merges_reissued=counts.reissued, merge_prefill_tokens=list(counts.prefilled))
+        return replace(output, stats=stats)
