@@ -210,10 +210,6 @@ class MultiverseLM:
             self.scheduler.add(request)
         return requests
 
-    def _submit(self, prompts: Any, params: Any) -> list[Request]:
-        """Kept for older callers (engine/server.py): queue prompts without a sink."""
-        return self._submit_all(prompts, params, None)
-
     def _abort_unfinished(self, requests: list[Request]) -> None:
         for r in requests:
             if r.phase is not Phase.FINISHED:

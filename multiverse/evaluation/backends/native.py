@@ -40,9 +40,8 @@ class NativeBackend:
         from engine.request import Phase
 
         params = [self._params(d) for d in decodings]
-        submit = getattr(self.lm, "submit", None)  # the engine's per-request API, where this build has it
-        requests = [submit(p, q) for p, q in zip(prompts, params)] if submit else self.lm._submit(list(prompts), params)
-        step = getattr(self.lm, "step", self.lm.scheduler.step)
+        requests = [self.lm.submit(p, q) for p, q in zip(prompts, params)]
+        step = self.lm.step
         pending = dict(enumerate(requests))
         try:
             while pending:
