@@ -1,7 +1,7 @@
 """The engine's one frozen configuration, built once in MultiverseLM and passed down unchanged."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -43,9 +43,11 @@ class EngineConfig:
 
     @classmethod
     def from_options(cls, **options: Any) -> "EngineConfig":
-        """Build from MultiverseLM(**engine_options); an unknown key is an error naming it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise TypeError(f"unknown engine option(s) {unknown}; known: {sorted(known)}")
-        return cls(**options)
+        """Build from MultiverseLM(**engine_options) through the typed config layer: values are coerced to the
+        field types ("64" -> 64), and a bad value or unknown key is a ConfigError (a ValueError) naming it."""
+        from multiverse.config_io import build
+
+        dtype = options.pop("dtype", None)  # a torch.dtype: no schema to coerce it with
+        if dtype is not None and not isinstance(dtype, torch.dtype):
+            raise ValueError(f"engine option dtype must be a torch.dtype, got {dtype!r}")
+        return replace(build(cls, options, "engine options"), dtype=dtype)

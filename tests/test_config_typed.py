@@ -72,3 +72,18 @@ def test_dump_round_trips_through_the_loader(tmp_path):
         f = tmp_path / "resolved.yaml"
         f.write_text(dump(cfg))
         assert isinstance(cfg, cls) and load(f) == cfg
+
+
+def test_engine_options_go_through_the_typed_layer():
+    import torch
+
+    from engine.config import EngineConfig
+
+    cfg = EngineConfig.from_options(num_pages="64", parallel="false", dtype=torch.float32)
+    assert (cfg.num_pages, cfg.parallel, cfg.dtype) == (64, False, torch.float32)
+    with pytest.raises(ValueError, match=r"num_pagez \(did you mean num_pages\?\)"):
+        EngineConfig.from_options(num_pagez=3)
+    with pytest.raises(ValueError, match="num_pages = 'many': input should be a valid integer"):
+        EngineConfig.from_options(num_pages="many")
+    with pytest.raises(ValueError, match="must be >= 1"):
+        EngineConfig.from_options(num_pages=0)
