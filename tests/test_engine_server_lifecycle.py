@@ -95,12 +95,27 @@ def test_small_prompts_are_not_blocked_behind_one_that_does_not_fit(tok, one_thr
             r = await http.post("/v1/completions", json=body)
             order.append((name, r.status_code))
 
+        async def hog_stream(http, started):
+            body = {"prompt": [6] * 180, "max_tokens": 150, "ignore_eos": True, "stream": True}
+            async with http.stream("POST", "/v1/completions", json=body) as r:
+                async for _ in r.aiter_lines():
+                    started.set()  # the hog holds its pages from its first chunk on
+            order.append(("hog", r.status_code))
+
+        async def until(condition):
+            for _ in range(2000):  # bounded: 10 s
+                if condition():
+                    return
+                await asyncio.sleep(0.005)
+            raise AssertionError("the server never reached the expected state")
+
         async def main():
             async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
-                hog = asyncio.create_task(one(http, "hog", {"prompt": [6] * 180, "max_tokens": 150, "ignore_eos": True}))
-                await asyncio.sleep(0.3)
+                started = asyncio.Event()
+                hog = asyncio.create_task(hog_stream(http, started))
+                await started.wait()
                 big = asyncio.create_task(one(http, "big", {"prompt": [5] * 200, "max_tokens": 2}))
-                await asyncio.sleep(0.1)
+                await until(lambda: len(lm.scheduler.waiting) == 1)  # the big prompt waits: it does not fit
                 await asyncio.gather(*[one(http, f"small{i}", {"prompt": [7, 8, 9, 10], "max_tokens": 2}) for i in range(3)])
                 await asyncio.gather(hog, big)
 

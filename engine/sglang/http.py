@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 
 
-class ServerError(RuntimeError):
-    """The server refused or failed a call; the message names the url and the reason."""
+class ServerError(ConnectionError):
+    """The server refused or failed a call (an OSError, like any unreachable service); the message names the url
+    and the reason."""
 
 
 @dataclass(frozen=True)
