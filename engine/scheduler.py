@@ -108,6 +108,10 @@ class Scheduler:
                     self._on_token(request, branch, *choice)
                 except Exception as err:  # noqa: BLE001 - this request's fault: it alone ends
                     self._fail(request, err)
+        return self._retire(finished)
+
+    def _retire(self, finished: list[Request]) -> list[Request]:
+        """End of a step: finished requests leave `running`; the KV accounting is checked when asked."""
         finished += [r for r in self.running if r.phase is Phase.FINISHED]
         self.running = [r for r in self.running if r.phase is Phase.RUNNING]
         if self.config.check_integrity:

@@ -56,11 +56,7 @@ class RemoteScheduler(Scheduler):
                     self._on_token(request, branch, *self.segments.take(branch))
                 except Exception as err:  # noqa: BLE001 - this request's fault: it alone ends
                     self._fail(request, err)
-        finished += [r for r in self.running if r.phase is Phase.FINISHED]
-        self.running = [r for r in self.running if r.phase is Phase.RUNNING]
-        if self.config.check_integrity:
-            self.check_integrity()
-        return finished
+        return self._retire(finished)
 
     def _closes(self, branch: Branch) -> bool:
         """A path whose pending tokens end with its `</Path>`: the server must hold that KV before the merge."""
