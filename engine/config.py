@@ -1,7 +1,7 @@
 """The engine's one frozen configuration, built once in MultiverseLM and passed down unchanged."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -44,9 +44,17 @@ class EngineConfig:
     @classmethod
     def from_options(cls, **options: Any) -> "EngineConfig":
         """Build from MultiverseLM(**engine_options) through the typed config layer: values are coerced to the
-        field types ("64" -> 64), and a bad value or unknown key is a ConfigError (a ValueError) naming it."""
+        field types ("64" -> 64), a bad value is a ConfigError (a ValueError) naming it, an unknown key a TypeError."""
+        import difflib
+
         from multiverse.config_io import build
 
+        known = [f.name for f in fields(cls)]
+        for key in options:  # an unexpected keyword stays a TypeError, as for any Python call
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise TypeError(f"unknown engine option {key!r}{hint}; known: {', '.join(known)}")
         dtype = options.pop("dtype", None)  # a torch.dtype: no schema to coerce it with
         if dtype is not None and not isinstance(dtype, torch.dtype):
             raise ValueError(f"engine option dtype must be a torch.dtype, got {dtype!r}")

@@ -81,7 +81,7 @@ def test_engine_options_go_through_the_typed_layer():
 
     cfg = EngineConfig.from_options(num_pages="64", parallel="false", dtype=torch.float32)
     assert (cfg.num_pages, cfg.parallel, cfg.dtype) == (64, False, torch.float32)
-    with pytest.raises(ValueError, match=r"num_pagez \(did you mean num_pages\?\)"):
+    with pytest.raises(TypeError, match=r"num_pagez' \(did you mean num_pages\?\)"):
         EngineConfig.from_options(num_pagez=3)
     with pytest.raises(ValueError, match="num_pages = 'many': input should be a valid integer"):
         EngineConfig.from_options(num_pages="many")
