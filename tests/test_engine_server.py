@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import httpx
 import openai
@@ -182,8 +183,12 @@ def test_metrics_and_one_log_line_per_request(served, caplog):
     with caplog.at_level(logging.INFO, logger="multiverse.serve"):
         r = post(served, "/v1/chat/completions", {"messages": QUESTION, "max_tokens": 300, "temperature": 0})
         post(served, "/v1/completions", {"prompt": "x", "seed": "abc"})
+        for _ in range(200):  # the log line is written once the response has gone out: wait for it (bounded, 2 s)
+            lines = [rec.getMessage() for rec in caplog.records if rec.name == "multiverse.serve"]
+            if any("/v1/completions 400" in line for line in lines):
+                break
+            time.sleep(0.01)
     rid = r.json()["id"]
-    lines = [rec.getMessage() for rec in caplog.records if rec.name == "multiverse.serve"]
     mine = [line for line in lines if line.startswith(rid)]
     assert len(mine) == 1 and " 200 " in mine[0] and f"completion_tokens={r.json()['usage']['completion_tokens']}" in mine[0]
     assert any("/v1/completions 400" in line for line in lines)
