@@ -31,11 +31,14 @@ _CORPUS = [
 
 
 def build_tokenizer(
-    vocab_size: int = 512, with_tags: bool = True, corpus: list[str] | None = None
+    vocab_size: int = 512, with_tags: bool = True, corpus: list[str] | None = None, digits: bool = False
 ) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer (trained on `corpus`, default a small built-in text); with_tags adds the tags."""
+    """A byte-level BPE tokenizer (trained on `corpus`, default a small built-in text); with_tags adds the tags;
+    digits=True keeps every digit its own token (arithmetic tasks)."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    split_digits = [pre_tokenizers.Digits(individual_digits=True)] if digits else []
+    tok.pre_tokenizer = pre_tokenizers.Sequence([*split_digits, byte_level]) if digits else byte_level
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

@@ -84,7 +84,7 @@ def to_generation(out: Any) -> Generation:
     s = out.stats
     tree = [{"label": b.label, "depth": b.depth, "tokens": b.num_tokens, "finish_reason": b.finish_reason} for b in out.tree]
     return Generation(
-        raw_text=getattr(out, "raw_text", "") or out.text,  # special tokens kept (the engine's raw decode)
+        raw_text=out.raw_text,  # special tokens kept (the engine's raw decode)
         finish_reason=out.finish_reason,
         generated_tokens=s.generated_tokens,
         forced_tokens=s.forced_tokens,
