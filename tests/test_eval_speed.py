@@ -67,3 +67,27 @@ def test_no_speedup_without_forks(tok, tmp_path) -> None:
     assert result["pairs_with_forks"] == 0 and result["speedup"] is None
     text = print_speed(result)
     assert "speedup: none" in text and "x [" not in text
+
+
+def test_twin_as_sequential_side_with_its_own_prompt_and_batched_chunks(tok, tmp_path) -> None:
+    """The sequential side may be another model prompted its own way (the autoregressive twin); questions are
+    timed in chunks decoded together, and a pair's counts cover its whole chunk."""
+    problems = [("t", Problem(f"q{i}", f"Add case {i}.", "12", "word")) for i in range(3)]
+    config = EvalConfig(max_new_tokens=300, suffix=" in parallel")
+    twin_config = EvalConfig(max_new_tokens=300, suffix=" in order")
+    par, seq = backends(tok, FORKED, config, problems[0][1])
+    seen: list[str] = []
+    generate_all = seq.generate_all
+    seq.generate_all = lambda prompts, decs: (seen.extend(prompts), generate_all(prompts, decs))[1]  # type: ignore[method-assign]
+    result = compare_sequential(par, seq, problems, config, rounds=2, out_path=str(tmp_path / "s.jsonl"),
+                                progress=False, sequential_config=twin_config, batch_size=2)
+    pairs = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert [(p["id"], p["questions"], p["round"]) for p in pairs] == [("q0", 2, 0), ("q2", 1, 0), ("q0", 2, 1), ("q2", 1, 1)]
+    assert seen and all(str(p).count(" in order") == 1 and " in parallel" not in str(p) for p in seen)
+    assert result["batch_size"] == 2 and result["pairs"] == 4
+    for p in pairs:
+        assert p["parallel"]["wall_per_question_s"] == pytest.approx(p["parallel"]["wall_s"] / p["questions"])
+    forked = result["mean_wall_per_question_s_forked"]
+    assert forked["ratio"] == pytest.approx(forked["sequential"] / forked["parallel"])
+    assert result["speedup_all"]["n"] == 4
+    assert "over all pairs" in print_speed(result) and "at batch 2" in print_speed(result)

@@ -28,8 +28,29 @@ def test_parse_budgets() -> None:
             parse_budgets(bad)
     with pytest.raises(UsageError, match="--budgets"):
         resolve_settings(_args("--budgets", "64,-1"))
-    with pytest.raises(UsageError, match="--baseline-model"):
-        resolve_settings(_args("--baseline-model", str(DEFAULT_MODEL)))
+    with pytest.raises(UsageError, match="--speed-batch-size"):
+        resolve_settings(_args("--speed-batch-size", "0"))
+
+
+def test_baseline_evaluated_next_to_the_model_and_timed_against_it(tmp_path) -> None:
+    """--baseline-model without --budgets: both models graded on the same questions (the baseline with its own
+    suffix, never forking) and the baseline is the sequential side of the paired speed runs."""
+    out = tmp_path / "pair"
+    args = _args("--tasks", "toy", "--limit", "3", "--max-new-tokens", "40", "--baseline-model", str(DEFAULT_MODEL),
+                 "--baseline-suffix", " Step by step.", "--compare-sequential", "--speed-questions", "3",
+                 "--speed-batch-size", "2", "--out", str(out), "--no-progress")
+    settings = resolve_settings(args)
+    assert Session(settings, prepare_out(args, settings), progress=False).run() == 0
+    summary = json.loads((out / "summary.json").read_text())
+    model = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    baseline = [json.loads(x) for x in (out / "baseline" / "records.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in model) == sorted(r["id"] for r in baseline) and len(model) == 3
+    assert all(r["forks"] == 0 and r["degree_of_parallelism"] == 1.0 for r in baseline)
+    assert all(r["prompt"][-1]["content"].endswith(" Step by step.") for r in baseline)
+    assert not any(r["prompt"][-1]["content"].endswith(" Step by step.") for r in model)
+    assert summary["baseline_tasks"]["toy"]["questions"] == 3 and summary["tasks"]["toy"]["run_wall_per_sample_s"] > 0
+    assert summary["speed"]["batch_size"] == 2 and summary["speed"]["pairs"] == 4  # 2 chunks x 2 rounds
+    assert all(p["sequential"]["forks"] == 0 for p in map(json.loads, (out / "speed.jsonl").read_text().splitlines()))
 
 
 @pytest.mark.slow

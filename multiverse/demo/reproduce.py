@@ -1,14 +1,15 @@
-"""Reproduce the paper's claim on CPU: a Multiverse model and its autoregressive twin trained on the sums task.
+"""Reproduce the paper's claim on CPU: a Multiverse model and its autoregressive twin trained on the remainders task.
 
-    python -m multiverse.demo.reproduce [--out runs/repro] [--steps N]   # data -> tokenizer -> init -> 2 x train
-    python -m multiverse.demo.reproduce --prepare-only                  # data, tokenizer and initial model only
+    python -m multiverse.demo.reproduce --evaluate               # data -> tokenizer -> init -> 2 x train -> eval
+    python -m multiverse.demo.reproduce --prepare-only           # data, tokenizer and initial model only
 
-Writes under --out (never into multiverse/assets; the shipped default model is not touched):
-train.jsonl (seed 0) and heldout.jsonl (seed 1, disjoint questions, larger sizes too) from `multiverse.demo.sums`,
-init/ (a BPE tokenizer trained on the training rows + one random Qwen2, seed 0, that both runs start from), then
-multiverse/ and autoregressive/ from `multiverse train --config training/configs/repro_cpu.yaml`, once as is
-(Multiverse Attention) and once with `--autoregressive-baseline`. Prints the `multiverse eval` commands that compare
-the two. Seeds are fixed: the same command gives the same rows and the same initial model.
+Writes under --out (default runs/repro): train.jsonl (seed 0) and heldout.jsonl (seed 1, disjoint questions,
+larger sizes too) from `multiverse.demo.remainders`, init/ (a BPE tokenizer trained on the training rows + one
+random Qwen2, seed 0, that both runs start from), then multiverse/ and autoregressive/ from `multiverse train
+--config training/configs/repro_cpu.yaml`, once as is (Multiverse Attention) and once with
+`--autoregressive-baseline`, both at once (one core each). --evaluate then runs the `multiverse eval` commands that
+compare the two (without it they are printed). The shipped default model is not touched. Seeds are fixed: the same command gives the same
+rows, the same initial model and the same training order.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ HELD_OUT_FIELDS = "question=question,answer=deepseek_attempt"  # `multiverse eva
 
 def write_rows(out: str, rows: int, held_out: int) -> list[dict]:
     """train.jsonl and heldout.jsonl under `out`; returns the training rows."""
-    from multiverse.demo.sums import HELD_OUT, TRAIN, make_rows, write_jsonl
+    from multiverse.demo.remainders import HELD_OUT, TRAIN, make_rows, write_jsonl
 
     os.makedirs(out, exist_ok=True)
     train = make_rows(rows, seed=0, shape=TRAIN)
@@ -45,24 +46,43 @@ def write_init(out: str, train: list[dict], hidden: int, layers: int) -> str:
     corpus = [t for r in train[:2000] for t in (r["question"], r["deepseek_thinking_trajectory"], "Answer: 1")]
     tok = task_tokenizer(corpus)
     init = os.path.join(out, "init")
-    build_model(tok, hidden_size=hidden, num_layers=layers, num_heads=4, num_kv_heads=2, seed=0).save_pretrained(init)
+    build_model(tok, hidden_size=hidden, num_layers=layers, num_heads=4, num_kv_heads=4, seed=0).save_pretrained(init)
     tok.save_pretrained(init)
     return init
 
 
-def train_run(name: str, out: str, steps: int | None, threads: int) -> dict:
-    """One `multiverse train` child process into out/<name>; returns its wall time."""
-    run_dir = os.path.join(out, name)
+def train_command(name: str, out: str, steps: int | None, threads: int) -> list[str]:
+    """The `multiverse train` command line of one run into out/<name>."""
     cmd = [sys.executable, "-m", "multiverse.cli", "train", "--config", CONFIG, *RUNS[name], "--threads", str(threads),
            "--set", f"model.name_or_path={os.path.join(out, 'init')}",
-           "--set", f"data.multiverse={os.path.join(out, 'train.jsonl')}", "--set", f"train.output_dir={run_dir}"]
-    if steps is not None:
-        cmd += ["--max-steps", str(steps)]
+           "--set", f"data.multiverse={os.path.join(out, 'train.jsonl')}",
+           "--set", f"train.output_dir={os.path.join(out, name)}"]
+    return cmd + (["--max-steps", str(steps)] if steps is not None else [])
+
+
+def train_runs(names: list[str], out: str, steps: int | None, threads: int, jobs: int) -> list[dict]:
+    """Train `names` as child processes, `jobs` at a time (each with `threads` torch threads); their wall times.
+    A run that fails stops the rest and raises."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env)
-    stop_at_end_of_turn(run_dir)
-    return {"run": name, "output_dir": run_dir, "seconds": round(time.perf_counter() - start, 1)}
+    pending, running, done = list(names), [], []
+    while pending or running:
+        while pending and len(running) < jobs:
+            name = pending.pop(0)
+            running.append((name, time.perf_counter(), subprocess.Popen(train_command(name, out, steps, threads), env=env)))
+        finished = [r for r in running if r[2].poll() is not None]
+        if not finished:
+            time.sleep(1.0)  # bounded by the children: each run ends at its max_steps
+            continue
+        name, start, proc = finished[0]
+        running.remove(finished[0])
+        if proc.returncode != 0:
+            for _, _, other in running:
+                other.terminate()
+            raise SystemExit(f"multiverse train for {name} failed (exit {proc.returncode}); see its output above")
+        seconds = round(time.perf_counter() - start, 1)  # its own wall time, measured when it ended
+        stop_at_end_of_turn(os.path.join(out, name))
+        done.append({"run": name, "output_dir": os.path.join(out, name), "seconds": seconds})
+    return done
 
 
 def stop_at_end_of_turn(run_dir: str) -> None:
@@ -76,41 +96,55 @@ def stop_at_end_of_turn(run_dir: str) -> None:
     GenerationConfig(eos_token_id=ids, pad_token_id=tok.pad_token_id).save_pretrained(run_dir)
 
 
-def eval_commands(out: str) -> list[str]:
-    """The `multiverse eval` commands (main's flags only) that compare the two models on the held-out rows."""
+SWEEP = "48,64,96,128,192,256,384,512,768"  # critical-path budgets of the budget-control curve
+SPEED_QUESTIONS = 64  # timed at batch 1 and at batch 16, ABBA, 2 rounds
+
+
+def eval_commands(out: str, python: str = "multiverse") -> list[str]:
+    """The `multiverse eval` runs that compare the two models on the held-out rows (greedy): accuracy of both at
+    batch 16 (all held-out rows), paired wall-clock against the twin at batch 1 and at batch 16, and the
+    critical-path budget sweep of both (its PNG)."""
     mv, ar = (shlex.quote(os.path.join(out, name)) for name in RUNS)
     held = shlex.quote(os.path.join(out, "heldout.jsonl"))
-    common = f"--tasks {held} --field {HELD_OUT_FIELDS} --suffix '' --temperature 0 --max-new-tokens 640"
+    ev = os.path.join(out, "eval")
+    common = (f"--model {mv} --baseline-model {ar} --baseline-suffix '' --tasks {held} --field {HELD_OUT_FIELDS} "
+              "--suffix '' --temperature 0 --max-new-tokens 1024 --batch-size 16")
+    speed = f"--limit {SPEED_QUESTIONS} --compare-sequential --speed-questions {SPEED_QUESTIONS} --speed-rounds 2"
     return [
-        f"multiverse eval --model {mv} {common} --limit 500 --batch-size 16 --out {out}/eval/multiverse",
-        f"multiverse eval --model {ar} {common} --limit 500 --batch-size 16 --out {out}/eval/autoregressive",
-        # budget sweep against the twin + ABBA-paired wall clock of the Multiverse model with and without forks
-        f"multiverse eval --model {mv} --baseline-model {ar} --baseline-suffix '' {common} --limit 100 --batch-size 16 "
-        f"--budgets 64,128,192,256,384 --budget-kind critical --compare-sequential --speed-questions 10 "
-        f"--speed-rounds 2 --out {out}/eval/sweep",
+        f"{python} eval {common} --out {ev}/accuracy",
+        f"{python} eval {common} {speed} --speed-batch-size 1 --out {ev}/speed-batch1",
+        f"{python} eval {common} {speed} --speed-batch-size 16 --out {ev}/speed-batch16",
+        f"{python} eval {common} --limit 200 --budgets {SWEEP} --budget-kind critical --out {ev}/budget",
     ]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/repro", help="data, initial model and the two trained models")
-    parser.add_argument("--rows", type=int, default=6000, help="training rows")
+    parser.add_argument("--rows", type=int, default=12000, help="training rows")
     parser.add_argument("--held-out", type=int, default=600, help="held-out rows")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--steps", type=int, help="train.max_steps (default: the config's, 700)")
+    parser.add_argument("--steps", type=int, help="train.max_steps (default: the config's, 3000)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
+    parser.add_argument("--jobs", type=int, default=2, help="training runs at once (2: both, one core each)")
     parser.add_argument("--only", choices=sorted(RUNS), help="train one of the two models")
     parser.add_argument("--prepare-only", action="store_true", help="rows, tokenizer and initial model; no training")
+    parser.add_argument("--evaluate", action="store_true", help="after training, run the `multiverse eval` commands")
     args = parser.parse_args(argv)
-    for flag, value in (("--rows", args.rows), ("--held-out", args.held_out)):
+    for flag, value in (("--rows", args.rows), ("--held-out", args.held_out), ("--jobs", args.jobs), ("--threads", args.threads)):
         if value < 1:
             parser.error(f"{flag} {value}: must be >= 1")
     init = write_init(args.out, write_rows(args.out, args.rows, args.held_out), args.hidden, args.layers)
     print(json.dumps({"out": args.out, "init": init, "rows": args.rows, "held_out": args.held_out}))
     if not args.prepare_only:
-        for name in [args.only] if args.only else list(RUNS):
-            print(json.dumps(train_run(name, args.out, args.steps, args.threads)))
+        for run in train_runs([args.only] if args.only else list(RUNS), args.out, args.steps, args.threads, args.jobs):
+            print(json.dumps(run))
+    if args.evaluate and not args.prepare_only:
+        for cmd in eval_commands(args.out, python=f"{shlex.quote(sys.executable)} -m multiverse.cli"):
+            print(f"# {cmd}", flush=True)
+            subprocess.run(cmd, shell=True, check=True)
+        return
     print("# compare the two models (after training):")
     print("\n".join(eval_commands(args.out)))
 

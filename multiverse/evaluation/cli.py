@@ -1,6 +1,6 @@
 """`multiverse eval`: accuracy with standard errors, parallelism, budget control and paired speed.
 
-    multiverse eval --tasks toy --limit 20                          # the shipped default model on its own task
+    multiverse eval --tasks toy --limit 20                             # the shipped default model on its own task
     multiverse eval --model PATH --tasks aime24,aime25 --data-dir ../shared/data --preset paper --out runs/eval
     multiverse eval --backend openai --url http://127.0.0.1:8000/v1 --model PATH --tasks math500 --limit 50
     multiverse eval --model PATH --baseline-model AR_PATH --budgets 1024,2048,4096 --budget-kind critical ...
@@ -57,13 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep = parser.add_argument_group("budget control")
     sweep.add_argument("--budgets", help="e.g. 1024,2048,4096: one run per budget, accuracy plotted against budget")
     sweep.add_argument("--budget-kind", choices=("critical", "total"), default="critical", help="critical: max_critical_tokens (latency); total: max_new_tokens (cost)")
-    sweep.add_argument("--baseline-model", help="an autoregressive model run side by side (decoded without forks)")
+    sweep.add_argument("--baseline-model", help="an autoregressive model run side by side (decoded without forks): "
+                       "evaluated next to the model, swept with --budgets, the sequential side of --compare-sequential")
     sweep.add_argument("--baseline-url", help="openai backend: the server of the baseline model")
     sweep.add_argument("--baseline-suffix", default=SEQUENTIAL_SUFFIX, help="the suffix the baseline's questions get")
     speed = parser.add_argument_group("speed")
     speed.add_argument("--compare-sequential", action="store_true", help="ABBA-paired wall-clock runs with and without forks")
     speed.add_argument("--speed-rounds", type=int, default=2, help="rounds per question (even: ABBA balanced)")
     speed.add_argument("--speed-questions", type=int, default=8, help="first N questions timed")
+    speed.add_argument("--speed-batch-size", type=int, default=1, help="questions decoded together per timed run")
     out = parser.add_argument_group("output")
     out.add_argument("--out", default="eval_out", help="directory for records.jsonl, summary.json, plots")
     out.add_argument("--resume", metavar="DIR", help="continue the run in DIR: finished samples are skipped")
@@ -112,12 +114,11 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--backend {args.backend} needs --url")
     if args.baseline_model and args.backend == "openai" and not args.baseline_url:
         raise UsageError("--baseline-model with --backend openai needs --baseline-url (the server of the baseline)")
-    if args.baseline_model and not budgets:
-        raise UsageError("--baseline-model is compared in a budget sweep: give --budgets as well")
     if args.compare_sequential and args.backend == "openai":
         raise UsageError("--compare-sequential needs --backend native or sglang (a server decodes as it was started)")
     for flag, value, low in (("--limit", args.limit, 1), ("--concurrency", args.concurrency, 1),
                              ("--speed-rounds", args.speed_rounds, 1), ("--speed-questions", args.speed_questions, 1),
+                             ("--speed-batch-size", args.speed_batch_size, 1),
                              ("--max-retries", args.max_retries, 0)):
         if value is not None and value < low:
             raise UsageError(f"{flag} {value}: must be >= {low}")
@@ -133,7 +134,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "budgets": budgets, "budget_kind": args.budget_kind, "baseline_model": args.baseline_model,
         "baseline_url": args.baseline_url, "baseline_suffix": args.baseline_suffix,
         "compare_sequential": args.compare_sequential, "speed_rounds": args.speed_rounds,
-        "speed_questions": args.speed_questions,
+        "speed_questions": args.speed_questions, "speed_batch_size": args.speed_batch_size,
     }
 
 

@@ -57,6 +57,9 @@ def summary(rows: Sequence[dict[str, Any]], samples: int) -> dict[str, Any]:
     for field in ("generated_tokens", "forced_tokens", "critical_path", "degree_of_parallelism"):
         out[field] = _per_question_mean(rows, field).as_dict()
     out["forked"] = _per_question_mean([{**r, "f": r["forks"] > 0} for r in rows], "f").as_dict()
+    forked = [r for r in rows if r["forks"] > 0]  # the problems where the model used a block
+    for field in ("degree_of_parallelism", "critical_path"):
+        out[f"{field}_forked"] = _per_question_mean(forked, field).as_dict() if forked else None
     out["valid"] = _per_question_mean(rows, "valid").as_dict()
     out["truncated"] = _per_question_mean(rows, "truncated").as_dict()
     out["finish_reasons"] = dict(Counter(r["finish_reason"] for r in rows))

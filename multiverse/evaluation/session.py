@@ -56,6 +56,8 @@ class Session:
             summary["budget_sweep"] = self.sweep(model, problems)
         else:
             summary["tasks"] = self.evaluate(model, problems)
+            if self.s["baseline_model"]:
+                summary["baseline_tasks"] = self.evaluate(self.baseline(), problems, "baseline")
         if self.s["compare_sequential"]:
             summary["speed"] = self.speed(model, problems)
         summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -64,14 +66,31 @@ class Session:
         self.console.print(f"wrote {path}")
         return 0
 
-    def evaluate(self, backend: Backend, problems: list[tuple[str, Problem]]) -> dict[str, Any]:
+    def baseline(self) -> Backend:
+        """The --baseline-model backend (decoding without forks); built once."""
+        if not hasattr(self, "_baseline"):
+            self._baseline = self.backend(self.s["baseline_model"], self.s["baseline_url"], parallel=False)
+        return self._baseline
+
+    def baseline_config(self) -> EvalConfig:
+        return replace(self.config, suffix=self.s["baseline_suffix"])
+
+    def evaluate(self, backend: Backend, problems: list[tuple[str, Problem]], label: str = "") -> dict[str, Any]:
+        """Records under OUT (the baseline's under OUT/baseline); summaries with the run's wall time per question
+        (at --batch-size: decoded together, so this is throughput, not a request's latency)."""
         from multiverse.evaluation.report import print_table, summarise
         from multiverse.evaluation.runner import run_samples
 
-        records = RecordFile(os.path.join(self.out, "records.jsonl"))
-        done = run_samples(backend, problems, self.config, records, progress=self.progress)
-        summaries = summarise(done, self.config.samples)
-        print_table(summaries, self.config.samples, self.console)
+        config = self.baseline_config() if label == "baseline" else self.config
+        records = RecordFile(os.path.join(self.out, label, "records.jsonl"))
+        start, before = time.perf_counter(), len(records.records)
+        done = run_samples(backend, problems, config, records, desc=label or "eval", progress=self.progress)
+        wall, decoded = time.perf_counter() - start, len(records.records) - before
+        summaries = summarise(done, config.samples)
+        for s in summaries.values():  # a resumed run times only what it decoded now
+            s["run_wall_per_sample_s"] = wall / decoded if decoded else None
+        title = f"multiverse eval: {label} ({_name(self.s['baseline_model'])})" if label else "multiverse eval"
+        print_table(summaries, config.samples, self.console, title=title)
         return summaries
 
     def sweep(self, model: Backend, problems: list[tuple[str, Problem]]) -> dict[str, Any]:
@@ -79,9 +98,7 @@ class Session:
 
         arms = [Arm("model", model, self.config, _name(self.s["model"]))]
         if self.s["baseline_model"]:
-            baseline = self.backend(self.s["baseline_model"], self.s["baseline_url"], parallel=False)
-            config = replace(self.config, suffix=self.s["baseline_suffix"])
-            arms.append(Arm("baseline", baseline, config, _name(self.s["baseline_model"])))
+            arms.append(Arm("baseline", self.baseline(), self.baseline_config(), _name(self.s["baseline_model"])))
         rows = budget_sweep(arms, problems, self.s["budgets"], self.s["budget_kind"], self.out, self.progress)
         text = table(rows)
         with open(os.path.join(self.out, "budget_sweep.md"), "w", encoding="utf-8") as f:
@@ -100,7 +117,12 @@ class Session:
         path = os.path.join(self.out, "speed.jsonl")
         if os.path.exists(path):
             os.remove(path)  # timings are remeasured whole: a resumed run times every pair again
-        result = compare_sequential(backend, backend.sequential(), chosen, self.config, self.s["speed_rounds"], path, self.progress)
+        if self.s["baseline_model"]:  # the twin, prompted as it was trained
+            sequential, seq_config = self.baseline(), self.baseline_config()
+        else:
+            sequential, seq_config = backend.sequential(), self.config
+        result = compare_sequential(backend, sequential, chosen, self.config, self.s["speed_rounds"], path,
+                                    self.progress, sequential_config=seq_config, batch_size=self.s["speed_batch_size"])
         self.console.print(print_speed(result), markup=False, highlight=False)
         return result
 

@@ -1,5 +1,6 @@
-"""The reproduction task (issue 13): traces canonical and faithful, answers right, splits disjoint; its tokenizer;
-the data step of `python -m multiverse.demo.reproduce` writes rows `multiverse eval` can load. Nothing is trained."""
+"""The reproduction task (issue 13): traces canonical and faithful, every step true, answers right, splits disjoint
+and seeded; its tokenizer; the data step of `python -m multiverse.demo.reproduce` writes rows `multiverse eval`
+loads, and the printed eval commands parse. Nothing is trained."""
 from __future__ import annotations
 
 import argparse
@@ -9,8 +10,8 @@ import random
 import re
 import shlex
 
+from multiverse.demo.remainders import HELD_OUT, TRAIN, dependent, independent, make_rows, sample_problem, subtractions
 from multiverse.demo.reproduce import HELD_OUT_FIELDS, eval_commands, main
-from multiverse.demo.sums import HELD_OUT, TRAIN, dependent, independent, make_rows, running_sum, sample_problem
 from multiverse.structure import canonicalize, parse, sequential_twin
 
 
@@ -22,7 +23,7 @@ def test_rows_are_canonical_and_their_twin_is_the_sequential_twin() -> None:
         assert "<" not in row["deepseek_thinking_trajectory"]
 
 
-def test_independent_problems_fork_one_path_per_group_and_chains_do_not() -> None:
+def test_independent_problems_fork_one_path_per_name_and_chains_do_not() -> None:
     rng = random.Random(3)
     kinds = set()
     for _ in range(300):
@@ -44,30 +45,44 @@ def _evaluate(question: str) -> int:
     """The value the question asks for, from its definitions alone (independent of the trace builder)."""
     defs, target = re.match(r"Let (.*)\. Compute (.*)\.$", question).groups()  # type: ignore[union-attr]
     env: dict[str, int] = {}
-    for name, expr in re.findall(r"([A-Z]) = ([^,]+)", defs):
-        env[name] = eval(expr, {}, dict(env))  # digits, +, brackets and earlier names only
+    for name, expr in re.findall(r"([A-Z]) = ((?:\([^)]*\)|[^,(])+)", defs):
+        env[name] = eval(expr.replace("mod", "%"), {}, dict(env))  # numbers, mod, +, brackets, earlier names
     return eval(target, {}, env)
 
 
 def test_answers_are_right_and_every_step_is_true() -> None:
     for row in make_rows(300, seed=9, shape=HELD_OUT):
         assert int(row["deepseek_attempt"]) == _evaluate(row["question"])
-        for chain in re.findall(r"\d+(?:\+\d+=\d+)+", row["deepseek_thinking_trajectory"]):
-            total, *steps = chain.split("+")
-            for step in steps:  # "d=t": the running total plus the digit
-                d, t = step.split("=")
-                assert int(total) + int(d) == int(t)
-                total = t
+        twin = row["deepseek_thinking_trajectory"]
+        for chain in re.findall(r"\d+(?:-\d+=\d+)+", twin):
+            value, *steps = chain.split("-")
+            divisor = None
+            for step in steps:  # "d=v": the previous value less the divisor, which never changes
+                d, v = step.split("=")
+                assert divisor in (None, d) and int(value) - int(d) == int(v) >= 0
+                divisor, value = d, v
+            assert int(value) < int(divisor)  # stops at the remainder
+        total = re.search(r"Total: (.*)\.$", twin)
+        if total:  # 'A=8 B=5:13 C=3:16': each name's value as its path found it, then the running sum
+            values = dict(re.findall(r"so ([A-Z])=(\d+)\.", twin))
+            running = 0
+            for name, value, shown in re.findall(r"([A-Z])=(\d+)(?::(\d+))?", total.group(1)):
+                running += int(value)
+                assert values[name] == value and int(shown or value) == running
+            assert running == int(row["deepseek_attempt"])
 
 
 def test_traces_spell_the_computation() -> None:
-    assert running_sum((5, 2, 8)) == ("5+2=7+8=15", 15)
-    assert running_sum((3, 1), start=15) == ("15+3=18+1=19", 19)
-    p = independent([((1, 2),), ((3, 4), (5, 6))])
-    assert p.question == "Let A = 1+2, B = (3+4) + (5+6). Compute A+B." and p.answer == 21
-    assert sequential_twin(p.trace) == "A: 1+2=3, so A=3.\nB: 3+4=7, so 7.\n5+6=11, so 11. 7+11=18, so B=18.\nTotal: 3+18=21."
-    q = dependent([(1, 2), (3,)])
-    assert q.question == "Let A = 1+2, B = A+3. Compute B." and q.trace == "A: 1+2=3, so A=3.\nB: 3+3=6, so B=6."
+    assert subtractions(14, 4) == ("14-4=10-4=6-4=2", 2)
+    assert subtractions(3, 5) == ("3", 3)
+    p = independent([((14, 4),), ((7, 3), (9, 5))])
+    assert p.question == "Let A = 14 mod 4, B = (7 mod 3)+(9 mod 5). Compute A+B." and p.answer == 7
+    assert sequential_twin(p.trace) == (
+        "A = 14 mod 4: 14-4=10-4=6-4=2, so A=2.\nB: 7-3=4-3=1, so 1.\n9-5=4, so 4. 1+4=5, so B=5.\nTotal: A=2 B=5:7."
+    )
+    q = dependent((14, 4), [(20, 3)])
+    assert q.question == "Let A = 14 mod 4, B = (A+20) mod 3. Compute B." and q.answer == 1
+    assert q.trace == "A = 14 mod 4: 14-4=10-4=6-4=2, so A=2.\nB = (2+20) mod 3 = 22 mod 3: " + subtractions(22, 3)[0] + ", so B=1."
 
 
 def test_splits_are_disjoint_seeded_and_held_out_reaches_past_training_sizes() -> None:
@@ -75,10 +90,10 @@ def test_splits_are_disjoint_seeded_and_held_out_reaches_past_training_sizes() -
     held = make_rows(200, seed=1, shape=HELD_OUT, exclude={r["question"] for r in train})
     assert not {r["question"] for r in train} & {r["question"] for r in held}
     assert make_rows(50, seed=0) == train[:50]
-    groups = [len(re.findall(r"[A-Z] = ", r["question"])) for r in held if not r["dependent"]]
-    assert max(groups) > TRAIN.groups[1]
-    links = [len(re.findall(r"[A-Z] = ", r["question"])) for r in held if r["dependent"]]
-    assert max(links) > TRAIN.chain[1]
+    def longest_path(rows: list[dict]) -> int:  # subtractions in the longest chain of any row
+        return max(c.count("-") for r in rows for c in re.findall(r"\d+(?:-\d+=\d+)+", r["deepseek_thinking_trajectory"]))
+
+    assert longest_path(train) <= TRAIN.steps[1] < longest_path(held) <= HELD_OUT.steps[1]
 
 
 def test_tokenizer_keeps_digits_and_tags_whole() -> None:
@@ -96,7 +111,7 @@ def test_tokenizer_keeps_digits_and_tags_whole() -> None:
 
 
 def test_prepare_only_writes_rows_that_eval_loads(tmp_path) -> None:
-    from multiverse.evaluation.cli import add_arguments
+    from multiverse.evaluation.cli import add_arguments, resolve_settings
     from multiverse.evaluation.tasks import load_file, parse_fields
 
     out = str(tmp_path / "repro")
@@ -112,6 +127,13 @@ def test_prepare_only_writes_rows_that_eval_loads(tmp_path) -> None:
     assert os.path.isfile(os.path.join(out, "init", "tokenizer.json"))
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    for command in eval_commands(out):  # the printed commands use flags main's `multiverse eval` has
+    for name in ("multiverse", "autoregressive"):  # stand-ins for the trained models: eval checks the paths
+        os.makedirs(os.path.join(out, name))
+        open(os.path.join(out, name, "config.json"), "w").close()
+    commands = eval_commands(out)
+    assert len(commands) == 4
+    for command in commands:  # the printed commands use flags `multiverse eval` has, and its checks pass
         args = parser.parse_args(shlex.split(command)[2:])
-        assert args.tasks == os.path.join(out, "heldout.jsonl") and args.suffix == ""
+        assert args.tasks == os.path.join(out, "heldout.jsonl") and args.suffix == "" and args.baseline_suffix == ""
+        settings = resolve_settings(args)
+        assert settings["baseline_model"] == os.path.join(out, "autoregressive")
