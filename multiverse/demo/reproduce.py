@@ -8,8 +8,8 @@ larger sizes too) from `multiverse.demo.remainders`, init/ (a BPE tokenizer trai
 random Qwen2, seed 0, that both runs start from), then multiverse/ and autoregressive/ from `multiverse train
 --config training/configs/repro_cpu.yaml`, once as is (Multiverse Attention) and once with
 `--autoregressive-baseline`, both at once (one core each). --evaluate then runs the `multiverse eval` commands that
-compare the two (without it they are printed). The shipped default model is not touched. Seeds are fixed: the same command gives the same
-rows, the same initial model and the same training order.
+compare the two (without it they are printed). The shipped default model is not touched. Seeds are fixed: the
+same command gives the same rows, the same initial model and the same training order.
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ class Session:
     def __init__(self, settings: dict[str, Any], out_dir: str, progress: bool, api_key: str = "EMPTY") -> None:
         self.s, self.out, self.progress, self.api_key = settings, out_dir, progress, api_key
         self.config = EvalConfig(**settings["protocol"])
+        self._baseline: Backend | None = None  # built on first use
         self.console = Console(width=None if sys.stdout.isatty() else 160)
 
     def problems(self) -> list[tuple[str, Problem]]:
@@ -55,9 +56,9 @@ class Session:
         if self.s["budgets"]:
             summary["budget_sweep"] = self.sweep(model, problems)
         else:
-            summary["tasks"] = self.evaluate(model, problems)
+            summary["tasks"] = self.evaluate(model, problems, self.config)
             if self.s["baseline_model"]:
-                summary["baseline_tasks"] = self.evaluate(self.baseline(), problems, "baseline")
+                summary["baseline_tasks"] = self.evaluate(self.baseline(), problems, self.baseline_config(), "baseline")
         if self.s["compare_sequential"]:
             summary["speed"] = self.speed(model, problems)
         summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -68,20 +69,21 @@ class Session:
 
     def baseline(self) -> Backend:
         """The --baseline-model backend (decoding without forks); built once."""
-        if not hasattr(self, "_baseline"):
+        if self._baseline is None:
             self._baseline = self.backend(self.s["baseline_model"], self.s["baseline_url"], parallel=False)
         return self._baseline
 
     def baseline_config(self) -> EvalConfig:
         return replace(self.config, suffix=self.s["baseline_suffix"])
 
-    def evaluate(self, backend: Backend, problems: list[tuple[str, Problem]], label: str = "") -> dict[str, Any]:
+    def evaluate(
+        self, backend: Backend, problems: list[tuple[str, Problem]], config: EvalConfig, label: str = ""
+    ) -> dict[str, Any]:
         """Records under OUT (the baseline's under OUT/baseline); summaries with the run's wall time per question
         (at --batch-size: decoded together, so this is throughput, not a request's latency)."""
         from multiverse.evaluation.report import print_table, summarise
         from multiverse.evaluation.runner import run_samples
 
-        config = self.baseline_config() if label == "baseline" else self.config
         records = RecordFile(os.path.join(self.out, label, "records.jsonl"))
         start, before = time.perf_counter(), len(records.records)
         done = run_samples(backend, problems, config, records, desc=label or "eval", progress=self.progress)
