@@ -10,7 +10,9 @@ import random
 import re
 import shlex
 
-from multiverse.demo.remainders import HELD_OUT, TRAIN, dependent, independent, make_rows, sample_problem, subtractions
+from multiverse.demo.remainders import (
+    HELD_OUT, TRAIN, dependent, held_out_rows, independent, make_rows, sample_problem, subtractions,
+)
 from multiverse.demo.reproduce import HELD_OUT_FIELDS, eval_commands, main
 from multiverse.structure import canonicalize, parse, sequential_twin
 
@@ -39,6 +41,14 @@ def test_independent_problems_fork_one_path_per_name_and_chains_do_not() -> None
             assert len(inner) == p.question.count("(") // 2
             kinds.add("nested" if inner else "flat")
     assert kinds == {"dependent", "nested", "flat"}
+
+
+def test_a_problem_has_one_divisor_and_chains_add_round_offsets() -> None:
+    rng = random.Random(4)
+    for _ in range(300):
+        p = sample_problem(rng, HELD_OUT)
+        assert len(set(re.findall(r"mod (\d+)", p.question))) == 1
+        assert all(int(o) % 10 == 0 for o in re.findall(r"\([A-Z]\+(\d+)\)", p.question))
 
 
 def _evaluate(question: str) -> int:
@@ -78,8 +88,12 @@ def test_traces_spell_the_computation() -> None:
     p = independent([((14, 4),), ((7, 3), (9, 5))])
     assert p.question == "Let A = 14 mod 4, B = (7 mod 3)+(9 mod 5). Compute A+B." and p.answer == 7
     assert sequential_twin(p.trace) == (
-        "A = 14 mod 4: 14-4=10-4=6-4=2, so A=2.\nB: 7-3=4-3=1, so 1.\n9-5=4, so 4. 1+4=5, so B=5.\nTotal: A=2 B=5:7."
+        "A = 14 mod 4: 14-4=10-4=6-4=2, so A=2.\nB = (7 mod 3)+(9 mod 5): 7 mod 3: 7-3=4-3=1, so 1.\n"
+        "9 mod 5: 9-5=4, so 4. 1+4=5, so B=5.\nTotal: A=2 B=5:7."
     )
+    (block, inner) = parse(p.trace).blocks()  # an outline per name, one per bracketed remainder
+    assert [o.text.strip() for o in block.goal.outlines] == ["A", "B"]
+    assert [o.text.strip() for o in inner.goal.outlines] == ["7 mod 3", "9 mod 5"]
     q = dependent((14, 4), [(20, 3)])
     assert q.question == "Let A = 14 mod 4, B = (A+20) mod 3. Compute B." and q.answer == 1
     assert q.trace == "A = 14 mod 4: 14-4=10-4=6-4=2, so A=2.\nB = (2+20) mod 3 = 22 mod 3: " + subtractions(22, 3)[0] + ", so B=1."
@@ -90,6 +104,7 @@ def test_splits_are_disjoint_seeded_and_held_out_reaches_past_training_sizes() -
     held = make_rows(200, seed=1, shape=HELD_OUT, exclude={r["question"] for r in train})
     assert not {r["question"] for r in train} & {r["question"] for r in held}
     assert make_rows(50, seed=0) == train[:50]
+    assert held_out_rows(20, train=400) == held[:20]  # the eval task `remainders` is this split's prefix
     def longest_path(rows: list[dict]) -> int:  # subtractions in the longest chain of any row
         return max(c.count("-") for r in rows for c in re.findall(r"\d+(?:-\d+=\d+)+", r["deepseek_thinking_trajectory"]))
 

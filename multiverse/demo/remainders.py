@@ -1,19 +1,20 @@
 """The reproduction task: remainders by repeated subtraction, in parallel when they are independent, in order when not.
 
-A problem defines named remainders, A = 89 mod 9, B = 47 mod 6, ... and asks for one value:
+A problem defines named remainders, all by one divisor, A = 89 mod 5, B = 47 mod 5, ... and asks for one value:
 
-- independent ("Compute A+B+C."): one block, an outline per name, one path per name that subtracts the divisor
-  until less than it is left (89-9=80-9=71-...=8, so A=8.), then the total after the block, adding the values by
-  name (text both models see). A name defined as two bracketed remainders, C = (47 mod 6)+(35 mod 4), is computed
-  by a nested block inside its path (one path per remainder) and the two results added;
-- dependent ("Compute C.", where B = (A+50) mod 7, C = (B+61) mod 5): each name needs the previous value, so no
-  block is right; the trace computes them in order.
+- independent ("Compute A+B+C."): one block, an outline per name, one path per name that restates its definition
+  and subtracts the divisor until less than it is left (A = 89 mod 5: 89-5=84-5=79-...=4, so A=4.), then the total
+  after the block, adding the values by name (text both models see). A name defined as two bracketed remainders,
+  C = (47 mod 5)+(35 mod 5), is computed by a nested block inside its path (one path per remainder) and added;
+- dependent ("Compute C.", where B = (A+50) mod 5, C = (B+60) mod 5, round offsets): each name needs the previous
+  value, so no block is right; the trace computes them in order.
 
 Every step reads only what its own path wrote a few tokens before (the previous difference, the divisor after the
 previous "-"), so the work is local and the paths are long next to the shared outline and total: that is where
 the critical path gets shorter than the sequential text.
 Rows use the Multiverse-1K field names the trainer reads; `deepseek_thinking_trajectory` is the sequential twin
 (SPEC §8) of the parallel trace, so the autoregressive baseline sees the same reasoning.
+Splits: `train_rows()` (seed 0) and `held_out_rows()` (seed 1, questions of the training split excluded).
 
 Invariant: every trace is canonical, its twin is `sequential_twin(trace)`, every step is true, and
 `deepseek_attempt` is the answer.
@@ -37,7 +38,7 @@ class Shape:
     """Sizes drawn per problem (inclusive ranges)."""
 
     names: tuple[int, int] = (4, 6)  # names in an independent problem
-    steps: tuple[int, int] = (8, 14)  # subtractions per remainder
+    steps: tuple[int, int] = (10, 16)  # subtractions per remainder
     divisor: tuple[int, int] = (3, 5)
     chain: tuple[int, int] = (2, 4)  # names in a dependent problem
     dependent_share: float = 0.2
@@ -45,8 +46,8 @@ class Shape:
 
 
 TRAIN = Shape()
-# Held out: longer paths than training ever shows (up to 16 subtractions), besides the training sizes.
-HELD_OUT = Shape(steps=(8, 16))
+# Held out: longer paths than training ever shows (up to 18 subtractions), besides the training sizes.
+HELD_OUT = Shape(steps=(10, 18))
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,10 @@ def _path_body(name: str, label: str, group: Group) -> tuple[str, int]:
         return f"{name} = {_mod_text(group[0])}: {steps}, so {name}={value}.", value
     parts = [subtractions(*m) for m in group]
     outlines = "".join(f"<Outline>{label}.{i}: {_mod_text(m)}</Outline>" for i, m in enumerate(group, 1))
-    paths = "".join(f"<Path>{label}.{i}: {s}, so {v}.</Path>" for i, (s, v) in enumerate(parts, 1))
+    paths = "".join(f"<Path>{label}.{i}: {_mod_text(m)}: {s}, so {v}.</Path>" for i, (m, (s, v)) in enumerate(zip(group, parts), 1))
     value = parts[0][1] + parts[1][1]
     block = f"<Parallel><Goal>{outlines}</Goal>{paths}<Conclusion></Conclusion></Parallel>"
-    return f"{name}: {block} {parts[0][1]}+{parts[1][1]}={value}, so {name}={value}.", value
+    return f"{name} = {_group_text(group)}: {block} {parts[0][1]}+{parts[1][1]}={value}, so {name}={value}.", value
 
 
 def total_text(names: str, values: list[int]) -> tuple[str, int]:
@@ -124,24 +125,26 @@ def dependent(first: Mod, links: list[Mod]) -> Problem:
     return Problem(question, "\n".join(lines), value, dependent=True)
 
 
-def _mod(rng: random.Random, shape: Shape) -> Mod:
-    divisor = rng.randint(*shape.divisor)
+def _mod(rng: random.Random, shape: Shape, divisor: int) -> Mod:
     steps = rng.randint(*shape.steps)
-    dividend = min(99, divisor * steps + rng.randrange(divisor))
-    return dividend, divisor
+    return min(99, divisor * steps + rng.randrange(divisor)), divisor
 
 
-def _link(rng: random.Random, shape: Shape) -> Mod:
-    dividend, divisor = _mod(rng, shape)
-    return max(10, dividend - 8), divisor  # offset + previous value (< 9) stays a 2-digit dividend
+def _link(rng: random.Random, shape: Shape, divisor: int) -> Mod:
+    """(offset, divisor): a round offset, so that previous value (< divisor) + offset takes `steps` subtractions."""
+    low, high = -(-divisor * shape.steps[0] // 10), divisor * shape.steps[1] // 10
+    return 10 * rng.randint(max(1, low), min(9, max(low, high))), divisor
 
 
 def sample_problem(rng: random.Random, shape: Shape = TRAIN) -> Problem:
+    """One problem; all its remainders share one divisor."""
+    divisor = rng.randint(*shape.divisor)
     if rng.random() < shape.dependent_share:
-        return dependent(_mod(rng, shape), [_link(rng, shape) for _ in range(rng.randint(*shape.chain) - 1)])
-    groups: list[Group] = [(_mod(rng, shape),) for _ in range(rng.randint(*shape.names))]
+        links = [_link(rng, shape, divisor) for _ in range(rng.randint(*shape.chain) - 1)]
+        return dependent(_mod(rng, shape, divisor), links)
+    groups: list[Group] = [(_mod(rng, shape, divisor),) for _ in range(rng.randint(*shape.names))]
     if rng.random() < shape.nested_share:
-        groups[rng.randrange(len(groups))] = (_mod(rng, shape), _mod(rng, shape))
+        groups[rng.randrange(len(groups))] = (_mod(rng, shape, divisor), _mod(rng, shape, divisor))
     return independent(groups)
 
 
@@ -170,3 +173,16 @@ def write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
     with open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
+
+
+TRAIN_ROWS, TRAIN_SEED, HELD_OUT_SEED = 12000, 0, 1
+
+
+def train_rows(n: int = TRAIN_ROWS) -> list[dict[str, Any]]:
+    return make_rows(n, seed=TRAIN_SEED, shape=TRAIN)
+
+
+def held_out_rows(n: int, train: int = TRAIN_ROWS) -> list[dict[str, Any]]:
+    """The first n held-out rows (a prefix of any longer held-out split), none of whose questions is in the first
+    `train` training rows."""
+    return make_rows(n, seed=HELD_OUT_SEED, shape=HELD_OUT, exclude={r["question"] for r in train_rows(train)})
