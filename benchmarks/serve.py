@@ -1,7 +1,7 @@
 """`multiverse serve` under a hostile load on loopback: can any client hang, starve or leak it?
 
 Starts `multiverse serve` (the shipped tiny model unless --model) as a subprocess, then at once:
-  - 64 streaming chat clients, each asking 3 toy questions in a row (192 good requests);
+  - 64 streaming chat clients, each asking 3 questions of the default model's task in a row (192 good requests);
   - 16 clients that start a long stream (ignore_eos, 4000 tokens) and hang up after a few chunks;
   - one client sending a stream of malformed requests (bad JSON, bad UTF-8, bad Content-Length, wrong types,
     out-of-range values, unknown model, a prompt longer than the context) for as long as the good ones run.
@@ -32,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "benchmarks"]
 
-from multiverse.demo.toy import toy_question  # noqa: E402
+from multiverse.demo.remainders import sample_problem  # noqa: E402
 
 RESET_ERRORS = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
@@ -81,8 +81,8 @@ class Tally:
 
 async def good_client(http: httpx.AsyncClient, rng: random.Random, rounds: int, tally: Tally) -> None:
     for _ in range(rounds):
-        question, _ = toy_question(rng)
-        body = {"messages": [{"role": "user", "content": question}], "max_tokens": 300, "temperature": 0.6,
+        question = sample_problem(rng).question
+        body = {"messages": [{"role": "user", "content": question}], "max_tokens": 700, "temperature": 0.6,
                 "seed": rng.randrange(2**31), "stream": True, "stream_options": {"include_usage": True}}
         began, first, finish, done = time.perf_counter(), None, None, False
         try:

@@ -1,8 +1,8 @@
 """The SGLang backend on CPU: KV prefilled per merge (exact plugin vs approximate stock SGLang) and wall-clock of
 the native engine vs SGLang on the same scripted workload.
 
-Workload: toy questions of the shipped model (multiverse.demo), each answered by its canonical trace (one block,
-2-4 paths, conclusion), written exactly by a scripted processor on every contender (greedy): native
+Workload: held-out questions of the shipped model's task (multiverse.demo.remainders), each answered by its
+canonical trace (a block of 4-6 paths, some nested, or a sequential chain), written exactly by a scripted processor on every contender (greedy): native
 MultiverseLM in-process, the SGLang client against a server with the multiverse plugin (exact merges), and,
 if given, against a stock SGLang (approximate merges, client opt-in). Rounds alternate native / SGLang;
 the speed ratio is the median of the paired per-round ratios. Prints ONE JSON line.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -35,18 +34,18 @@ from engine.params import SamplingParams  # noqa: E402
 from engine.script import ScriptedProcessor  # noqa: E402
 from engine.sglang.plugin.script import script_params  # noqa: E402
 from multiverse.demo import DEFAULT_MODEL  # noqa: E402
-from multiverse.demo.toy import toy_question, toy_trace  # noqa: E402
+from multiverse.demo.remainders import HELD_OUT, make_rows  # noqa: E402
 from multiverse.encode import encode_trace  # noqa: E402
 
 
 def workload(tok, n: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    rng = random.Random(seed)
     out = []
-    for _ in range(n):
-        question, pairs = toy_question(rng)
-        text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+    for row in make_rows(n, seed=seed, shape=HELD_OUT):
+        messages = [{"role": "user", "content": row["question"]}]
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         prompt = list(tok(text, add_special_tokens=False)["input_ids"])
-        out.append((prompt, prompt + encode_trace(toy_trace(pairs), tok) + [tok.eos_token_id]))
+        trace = encode_trace(row["deepseek_thinking_trajectory_parallel"], tok)
+        out.append((prompt, prompt + trace + [tok.eos_token_id]))
     return out
 
 

@@ -11,7 +11,9 @@ from engine.server.launch import Server, bind
 
 KEY = "sk-test"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
-QUESTION = [{"role": "user", "content": "Add each pair: 17+5, 49+26."}]  # the default model forks on it
+# a problem of the default model's task: it forks one path per name and answers 3+3+0+1 (greedy)
+QUESTION = [{"role": "user", "content": "Let A = 83 mod 5, B = 33 mod 5, C = 50 mod 5, D = 41 mod 5. Compute A+B+C+D."}]
+ANSWER = "7"
 
 
 def start(lm: Any, **config: Any) -> Server:

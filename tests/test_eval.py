@@ -27,10 +27,10 @@ def test_local_tasks_load(task: str, count: int) -> None:
     assert {p.kind for p in problems} == {"word" if task == "gsm8k_sample" else "math"}
 
 
-def test_toy_task_is_reproducible() -> None:
-    a, b = load_task("toy", limit=5), load_task("toy", limit=5)
+def test_remainders_task_is_reproducible() -> None:
+    a, b = load_task("remainders", limit=5), load_task("remainders", limit=5)
     assert a == b and len({p.question for p in a}) == 5 and all(p.suffix == "" for p in a)
-    assert load_task("toy", limit=3) == a[:3]
+    assert load_task("remainders", limit=3) == a[:3]
 
 
 def test_missing_fields_name_the_row(tmp_path) -> None:

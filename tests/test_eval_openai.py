@@ -15,7 +15,7 @@ from multiverse.evaluation.cli import add_arguments, prepare_out, resolve_settin
 from multiverse.evaluation.session import Session
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-COMMON = ["--tasks", "toy", "--limit", "3", "--max-new-tokens", "300", "--batch-size", "1", "--no-progress"]
+COMMON = ["--tasks", "remainders", "--limit", "3", "--max-new-tokens", "800", "--batch-size", "1", "--no-progress"]
 
 
 @contextlib.contextmanager
@@ -27,13 +27,13 @@ def served(model: str):
     except ImportError:
         from tests.server_support import start as start_app  # the FastAPI server: start(lm, **config) -> Server
 
-        app = start_app(lm, model_name="toy-model")
+        app = start_app(lm, model_name="tiny")
         try:
             yield app.url + "/v1"
         finally:
             app.stop()
         return
-    server, worker = start(lm, "127.0.0.1", 0, "toy-model")
+    server, worker = start(lm, "127.0.0.1", 0, "tiny")
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     finally:
@@ -63,7 +63,7 @@ def test_openai_backend_matches_native(tmp_path) -> None:
             assert a[field] == b[field], field
     assert any(r["forks"] > 0 for r in remote) and sum(r["correct"] for r in remote) >= 1
     summary = json.loads((tmp_path / "openai" / "summary.json").read_text())
-    assert summary["backend"]["backend"] == "openai" and summary["tasks"]["toy"]["avg@1"]["n"] == 3
+    assert summary["backend"]["backend"] == "openai" and summary["tasks"]["remainders"]["avg@1"]["n"] == 3
 
 
 def test_openai_backend_errors_name_the_problem(tmp_path) -> None:

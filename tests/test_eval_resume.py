@@ -17,7 +17,7 @@ from multiverse.evaluation.cli import add_arguments, prepare_out, resolve_settin
 from multiverse.evaluation.records import RecordFile, comparable, key_of, sample_seed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ["--tasks", "toy", "--limit", "3", "--batch-size", "1", "--max-new-tokens", "120", "--temperature", "0.6",
+ARGS = ["--tasks", "remainders", "--limit", "3", "--batch-size", "1", "--max-new-tokens", "120", "--temperature", "0.6",
         "--no-progress"]
 
 
@@ -56,7 +56,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path) -> None:
     summary = json.loads((killed / "summary.json").read_text())
     assert summary["model"]["sha256"] and summary["versions"]["torch"] and summary["settings"]["protocol"]["temperature"] == 0.6
     first = json.loads(records.read_text().splitlines()[0])
-    assert first["seed"] == sample_seed(0, "toy", first["id"], 0)
+    assert first["seed"] == sample_seed(0, "remainders", first["id"], 0)
     for field in ("prompt", "raw_text", "graded_text", "method", "finish_reason", "tree", "generated_tokens",
                   "forced_tokens", "critical_path", "valid"):
         assert field in first
@@ -85,13 +85,13 @@ def _args(*argv: str) -> argparse.Namespace:
 
 def test_resume_with_other_settings_or_reusing_an_out_dir_is_refused(tmp_path) -> None:
     out = str(tmp_path / "run")
-    args = _args("--tasks", "toy", "--out", out)
+    args = _args("--tasks", "remainders", "--out", out)
     prepare_out(args, resolve_settings(args))
     (tmp_path / "run" / "records.jsonl").write_text("")
     with pytest.raises(UsageError, match="--resume"):
         prepare_out(args, resolve_settings(args))
-    other = _args("--tasks", "toy", "--temperature", "0.7", "--resume", out)
+    other = _args("--tasks", "remainders", "--temperature", "0.7", "--resume", out)
     with pytest.raises(UsageError, match="protocol"):
         prepare_out(other, resolve_settings(other))
-    same = _args("--tasks", "toy", "--resume", out)
+    same = _args("--tasks", "remainders", "--resume", out)
     assert prepare_out(same, resolve_settings(same)) == out

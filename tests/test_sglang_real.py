@@ -3,7 +3,7 @@ MV_SGLANG_VENV names a venv made by ../shared/tools/sglang-cpu/install.sh, with 
 `$MV_SGLANG_VENV/bin/pip install --no-deps -e .`).
 
 With the plugin: SPEC §5 through SGLang: tokens identical to the native engine and logprobs within 1e-4 on the
-shipped model over 30 toy questions, and scripted nested multi-block structures 8 at once; every merge exact
+shipped model over 30 held-out questions of its task, and scripted nested multi-block structures 8 at once; every merge exact
 (1 token prefilled: the forced <Conclusion>); a child's KV evicted before its merge fails the merge visibly.
 Without the plugin: the approximate route is refused unless asked for; asked for, its divergence is measured.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +30,7 @@ from engine.sglang.plugin.script import script_params  # noqa: E402
 from engine.sglang.plugin.structure import MergePlan, first_masked, plan_merge  # noqa: E402
 from multiverse.attention import layout  # noqa: E402
 from multiverse.demo import DEFAULT_MODEL  # noqa: E402
-from multiverse.demo.toy import toy_question  # noqa: E402
+from multiverse.demo.remainders import held_out_rows  # noqa: E402
 
 VENV = os.environ.get("MV_SGLANG_VENV")
 pytestmark = [
@@ -61,14 +60,13 @@ def native():
     return MultiverseLM(str(DEFAULT_MODEL))
 
 
-def toy_prompts(n: int) -> list[list[dict[str, str]]]:
-    rng = random.Random(0)
-    return [[{"role": "user", "content": toy_question(rng)[0]}] for _ in range(n)]
+def task_prompts(n: int) -> list[list[dict[str, str]]]:
+    return [[{"role": "user", "content": row["question"]}] for row in held_out_rows(n)]
 
 
-def test_toy_questions_identical_to_native(servers, native):
-    prompts = toy_prompts(30)
-    params = SamplingParams(temperature=0, max_new_tokens=320, logprobs=True)
+def test_task_questions_identical_to_native(servers, native):
+    prompts = task_prompts(30)
+    params = SamplingParams(temperature=0, max_new_tokens=800, logprobs=True)
     want = native.generate(prompts, params)
     lm = MultiverseLM(str(DEFAULT_MODEL), backend="sglang", url=servers[0].url)
     try:
@@ -86,7 +84,7 @@ def test_toy_questions_identical_to_native(servers, native):
         assert b.stats.merges_exact == a.stats.num_merges == b.stats.num_merges
         assert b.stats.merges_recomputed == 0 and b.stats.merge_prefill_tokens == [1] * a.stats.num_merges
         merges += a.stats.num_merges
-    assert merges >= 20  # the toy model answers in blocks
+    assert merges >= 20  # the default model answers in blocks
 
 
 def test_scripted_nested_blocks_eight_at_once(servers, native):
@@ -147,8 +145,8 @@ def test_stock_sglang_is_refused_unless_approximate_then_divergence_reported(ser
     url = servers[1].url
     with pytest.raises(ApproximateMergeRefused, match="--radix-cache-backend multiverse"):
         MultiverseLM(str(DEFAULT_MODEL), backend="sglang", url=url)
-    prompts = toy_prompts(6)
-    params = SamplingParams(temperature=0, max_new_tokens=320)
+    prompts = task_prompts(6)
+    params = SamplingParams(temperature=0, max_new_tokens=800)
     want = native.generate(prompts, params)
     lm = MultiverseLM(str(DEFAULT_MODEL), backend="sglang", url=url, approximate=True)
     try:

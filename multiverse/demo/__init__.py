@@ -1,5 +1,12 @@
-"""The tiny end-to-end reproduction: toy Multiverse data, a CPU-sized model trained on it, the default model."""
+"""The CPU reproduction: the remainders task, a Multiverse model and its autoregressive twin trained on it.
+
+The Multiverse model is the default model; its twin ships beside it as the baseline of the comparison. Both are
+rebuilt by `python -m multiverse.demo.reproduce --install`.
+"""
 from pathlib import Path
 
-# The model `multiverse generate` uses when no --model is given (rebuilt by `python -m multiverse.demo.build`).
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "tiny-multiverse"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+# The model `generate`, `serve`, `eval` and the Python API use when no --model is given.
+DEFAULT_MODEL = ASSETS / "tiny-multiverse"
+# Its autoregressive twin: same architecture, tokenizer, rows and steps, trained on the sequential twins.
+BASELINE_MODEL = ASSETS / "tiny-autoregressive"

@@ -2,14 +2,16 @@
 
     python -m multiverse.demo.reproduce --evaluate               # data -> tokenizer -> init -> 2 x train -> eval
     python -m multiverse.demo.reproduce --prepare-only           # data, tokenizer and initial model only
+    python -m multiverse.demo.reproduce --install-only           # copy the trained pair into multiverse/assets
 
 Writes under --out (default runs/repro): train.jsonl (seed 0) and heldout.jsonl (seed 1, disjoint questions,
 larger sizes too) from `multiverse.demo.remainders`, init/ (a BPE tokenizer trained on the training rows + one
 random Qwen2, seed 0, that both runs start from), then multiverse/ and autoregressive/ from `multiverse train
 --config training/configs/repro_cpu.yaml`, once as is (Multiverse Attention) and once with
 `--autoregressive-baseline`, both at once (one core each). --evaluate then runs the `multiverse eval` commands that
-compare the two (without it they are printed). The shipped default model is not touched. Seeds are fixed: the
-same command gives the same rows, the same initial model and the same training order.
+compare the two (without it they are printed). --install copies the two trained models (their final weights,
+tokenizer and configs, no checkpoints) over the shipped default model and its twin (multiverse/assets/). Seeds are
+fixed: the same command gives the same rows, the same initial model and the same training order.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -28,13 +31,12 @@ HELD_OUT_FIELDS = "question=question,answer=deepseek_attempt"  # `multiverse eva
 
 def write_rows(out: str, rows: int, held_out: int) -> list[dict]:
     """train.jsonl and heldout.jsonl under `out`; returns the training rows."""
-    from multiverse.demo.remainders import HELD_OUT, TRAIN, make_rows, write_jsonl
+    from multiverse.demo.remainders import held_out_rows, train_rows, write_jsonl
 
     os.makedirs(out, exist_ok=True)
-    train = make_rows(rows, seed=0, shape=TRAIN)
+    train = train_rows(rows)
     write_jsonl(os.path.join(out, "train.jsonl"), train)
-    held = make_rows(held_out, seed=1, shape=HELD_OUT, exclude={r["question"] for r in train})
-    write_jsonl(os.path.join(out, "heldout.jsonl"), held)
+    write_jsonl(os.path.join(out, "heldout.jsonl"), held_out_rows(held_out, train=rows))
     return train
 
 
@@ -85,6 +87,25 @@ def train_runs(names: list[str], out: str, steps: int | None, threads: int, jobs
     return done
 
 
+def install(out: str) -> list[str]:
+    """Copy out/multiverse and out/autoregressive over the shipped models; returns the directories written."""
+    from multiverse.demo import BASELINE_MODEL, DEFAULT_MODEL
+
+    written = []
+    for name, dest in (("multiverse", DEFAULT_MODEL), ("autoregressive", BASELINE_MODEL)):
+        src = os.path.join(out, name)
+        files = [f for f in sorted(os.listdir(src)) if os.path.isfile(os.path.join(src, f))]
+        if "model.safetensors" not in files:
+            raise SystemExit(f"{src}: no model.safetensors (train it first)")
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(dest)
+        for f in files:
+            if f.endswith((".json", ".jinja", ".safetensors", ".yaml")) and not f.startswith(("trainer_state", "metrics")):
+                shutil.copy(os.path.join(src, f), dest)
+        written.append(str(dest))
+    return written
+
+
 def stop_at_end_of_turn(run_dir: str) -> None:
     """Generation in run_dir ends at the end-of-turn token as well as at end of text."""
     from transformers import AutoTokenizer, GenerationConfig
@@ -125,13 +146,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--held-out", type=int, default=600, help="held-out rows")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--steps", type=int, help="train.max_steps (default: the config's, 3000)")
+    parser.add_argument("--steps", type=int, help="train.max_steps (default: the config's, 3600)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (2: both, one core each)")
     parser.add_argument("--only", choices=sorted(RUNS), help="train one of the two models")
     parser.add_argument("--prepare-only", action="store_true", help="rows, tokenizer and initial model; no training")
     parser.add_argument("--evaluate", action="store_true", help="after training, run the `multiverse eval` commands")
+    parser.add_argument("--install", action="store_true", help="after training, copy both models into multiverse/assets")
+    parser.add_argument("--install-only", action="store_true", help="copy the trained models of --out, nothing else")
     args = parser.parse_args(argv)
+    if args.install_only:
+        print(json.dumps({"installed": install(args.out)}))
+        return
     for flag, value in (("--rows", args.rows), ("--held-out", args.held_out), ("--jobs", args.jobs), ("--threads", args.threads)):
         if value < 1:
             parser.error(f"{flag} {value}: must be >= 1")
@@ -140,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.prepare_only:
         for run in train_runs([args.only] if args.only else list(RUNS), args.out, args.steps, args.threads, args.jobs):
             print(json.dumps(run))
+        if args.install:
+            print(json.dumps({"installed": install(args.out)}))
     if args.evaluate and not args.prepare_only:
         for cmd in eval_commands(args.out, python=f"{shlex.quote(sys.executable)} -m multiverse.cli"):
             print(f"# {cmd}", flush=True)

@@ -1,6 +1,6 @@
 """`multiverse eval`: accuracy with standard errors, parallelism, budget control and paired speed.
 
-    multiverse eval --tasks toy --limit 20                             # the shipped default model on its own task
+    multiverse eval --tasks remainders --limit 20                      # the shipped default model on its own task
     multiverse eval --model PATH --tasks aime24,aime25 --data-dir ../shared/data --preset paper --out runs/eval
     multiverse eval --backend openai --url http://127.0.0.1:8000/v1 --model PATH --tasks math500 --limit 50
     multiverse eval --model PATH --baseline-model AR_PATH --budgets 1024,2048,4096 --budget-kind critical ...
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--request-extra", help='openai: JSON merged into every request (default {"skip_special_tokens": false})')
     src.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the model's)")
     data = parser.add_argument_group("tasks")
-    data.add_argument("--tasks", default="toy", help=f"comma-separated names ({', '.join(TASKS)}) and/or .jsonl/.parquet files")
+    data.add_argument("--tasks", default="remainders", help=f"comma-separated names ({', '.join(TASKS)}) and/or .jsonl/.parquet files")
     data.add_argument("--field", help="for task files: question=COLUMN,answer=COLUMN[,id=COLUMN]")
     data.add_argument("--task-kind", choices=KINDS, default="math", help="for task files (word: last number accepted)")
     data.add_argument("--data-dir", help="directory with local copies (e.g. ../shared/data); default: the hub")

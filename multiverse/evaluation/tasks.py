@@ -1,7 +1,8 @@
 """Benchmark tasks: where the problems come from and how their fields map to (id, question, gold answer).
 
 A named task loads from a local jsonl/parquet file (the project's `../shared/data` copies, or any file with the
-same fields) or from its Hugging Face hub data set; `toy` is generated (the default model's own task); any other
+same fields) or from its Hugging Face hub data set; `remainders` is generated (the default model's own task: the
+held-out split of `multiverse.demo.remainders`, the rows `python -m multiverse.demo.reproduce` evaluates); any other
 local file is a task through a field map (`question=problem,answer=solution_short,id=uid`).
 GPQA-Diamond is multiple choice: the four options are shuffled with a per-question seed and the gold is a letter.
 Kinds: "math" (competition answers), "word" (word problems: a last-number answer is accepted), "choice".
@@ -25,7 +26,7 @@ class Problem:
     question: str  # what the model is asked (options included for multiple choice)
     answer: str  # gold answer: LaTeX/number, or a letter A-D for multiple choice
     kind: str  # "math" | "word" | "choice"
-    suffix: str | None = None  # the task's own prompt suffix when the protocol names none (toy: "")
+    suffix: str | None = None  # the task's own prompt suffix when the protocol names none (remainders: "")
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ TASKS: dict[str, Task] = {
     "math500": Task("math500", "math", "HuggingFaceH4/MATH-500", None, "test", "math500.jsonl"),
     "gpqa_diamond": Task("gpqa_diamond", "choice", "Idavidrein/gpqa", "gpqa_diamond", "train", "gpqa_diamond.jsonl"),
     "gsm8k_sample": Task("gsm8k_sample", "word", "openai/gsm8k", "main", "test", "gsm8k_test_sample.jsonl"),
-    "toy": Task("toy", "word", None),
+    "remainders": Task("remainders", "word", None),
 }
-TOY_DEFAULT_SIZE = 50
+REMAINDERS_DEFAULT_SIZE = 50
 LETTERS = "ABCD"
 
 
@@ -75,8 +76,8 @@ def load_task(name: str, path: str | None = None, data_dir: str | None = None, l
     if name not in TASKS:
         raise UsageError(f"unknown task {name!r}; choose from {', '.join(TASKS)}, or give a .jsonl/.parquet file")
     task = TASKS[name]
-    if name == "toy":
-        return toy_problems(limit or TOY_DEFAULT_SIZE)
+    if name == "remainders":
+        return remainders_problems(limit or REMAINDERS_DEFAULT_SIZE)
     rows = _rows(task, path, data_dir)
     problems = [_problem(task, row, i) for i, row in enumerate(rows)]
     return problems[:limit] if limit is not None else problems
@@ -122,17 +123,13 @@ def _read_rows(path: str) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
-def toy_problems(n: int, seed: int = 20261202) -> list[Problem]:
-    """The default model's task: fresh toy questions (multiverse.demo.toy), answers as the list of sums."""
-    from multiverse.demo.toy import toy_question
+def remainders_problems(n: int) -> list[Problem]:
+    """The default model's task: the first n held-out remainder problems (multiverse.demo.remainders)."""
+    from multiverse.demo.remainders import held_out_rows
 
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        question, pairs = toy_question(rng)
-        # the default model was trained on bare toy questions: no suffix
-        out.append(Problem(f"toy-{i}", question, ", ".join(str(a + b) for a, b in pairs), "word", suffix=""))
-    return out
+    # both shipped models were trained on bare questions: no suffix
+    return [Problem(f"remainders-{i}", r["question"], r["deepseek_attempt"], "word", suffix="")
+            for i, r in enumerate(held_out_rows(n))]
 
 
 def _rows(task: Task, path: str | None, data_dir: str | None) -> list[dict[str, Any]]:
