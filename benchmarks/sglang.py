@@ -2,10 +2,10 @@
 the native engine vs SGLang on the same scripted workload.
 
 Workload: held-out questions of the shipped model's task (multiverse.demo.remainders), each answered by its
-canonical trace (a block of 4-6 paths, some nested, or a sequential chain), written exactly by a scripted processor on every contender (greedy): native
-MultiverseLM in-process, the SGLang client against a server with the multiverse plugin (exact merges), and,
-if given, against a stock SGLang (approximate merges, client opt-in). Rounds alternate native / SGLang;
-the speed ratio is the median of the paired per-round ratios. Prints ONE JSON line.
+canonical trace (a block of 4-6 paths, some nested, or a sequential chain), written exactly by a scripted
+processor on every contender (greedy): native MultiverseLM in-process, the SGLang client against a server with
+the multiverse plugin (exact merges), and, if given, against a stock SGLang (approximate merges, client opt-in).
+Rounds alternate native / SGLang; the speed ratio is the median of the paired per-round ratios. Prints ONE JSON line.
 
 Start the servers first (../shared/tools/sglang-cpu/launch.sh; see engine/README.md):
     SGLANG_PLUGINS=multiverse launch.sh VENV multiverse/assets/tiny-multiverse 30123 \\

@@ -104,7 +104,7 @@ def test_splits_are_disjoint_seeded_and_held_out_reaches_past_training_sizes() -
     held = make_rows(200, seed=1, shape=HELD_OUT, exclude={r["question"] for r in train})
     assert not {r["question"] for r in train} & {r["question"] for r in held}
     assert make_rows(50, seed=0) == train[:50]
-    assert held_out_rows(20, train=400) == held[:20]  # the eval task `remainders` is this split's prefix
+    assert held_out_rows(20, {r["question"] for r in train}) == held[:20]  # the eval task `remainders` is this split's prefix
     def longest_path(rows: list[dict]) -> int:  # subtractions in the longest chain of any row
         return max(c.count("-") for r in rows for c in re.findall(r"\d+(?:-\d+=\d+)+", r["deepseek_thinking_trajectory"]))
 

@@ -182,7 +182,9 @@ def train_rows(n: int = TRAIN_ROWS) -> list[dict[str, Any]]:
     return make_rows(n, seed=TRAIN_SEED, shape=TRAIN)
 
 
-def held_out_rows(n: int, train: int = TRAIN_ROWS) -> list[dict[str, Any]]:
-    """The first n held-out rows (a prefix of any longer held-out split), none of whose questions is in the first
-    `train` training rows."""
-    return make_rows(n, seed=HELD_OUT_SEED, shape=HELD_OUT, exclude={r["question"] for r in train_rows(train)})
+def held_out_rows(n: int, train_questions: set[str] | None = None) -> list[dict[str, Any]]:
+    """The first n held-out rows (a prefix of any longer held-out split), none of whose questions is a training
+    question (default: those of `train_rows()`)."""
+    if train_questions is None:
+        train_questions = {r["question"] for r in train_rows()}
+    return make_rows(n, seed=HELD_OUT_SEED, shape=HELD_OUT, exclude=train_questions)

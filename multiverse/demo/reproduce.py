@@ -36,7 +36,7 @@ def write_rows(out: str, rows: int, held_out: int) -> list[dict]:
     os.makedirs(out, exist_ok=True)
     train = train_rows(rows)
     write_jsonl(os.path.join(out, "train.jsonl"), train)
-    write_jsonl(os.path.join(out, "heldout.jsonl"), held_out_rows(held_out, train=rows))
+    write_jsonl(os.path.join(out, "heldout.jsonl"), held_out_rows(held_out, {r["question"] for r in train}))
     return train
 
 
@@ -100,7 +100,7 @@ def install(out: str) -> list[str]:
         shutil.rmtree(dest, ignore_errors=True)
         os.makedirs(dest)
         for f in files:
-            if f.endswith((".json", ".jinja", ".safetensors", ".yaml")) and not f.startswith(("trainer_state", "metrics")):
+            if f.endswith((".json", ".jinja", ".safetensors", ".yaml")) and f != "trainer_state.json":
                 shutil.copy(os.path.join(src, f), dest)
         written.append(str(dest))
     return written
