@@ -1,0 +1,122 @@
+"""Where a trained reproduction model errs: teacher-forced loss per kind of token on remainders rows.
+
+    python -m multiverse.demo.diagnose --model runs/repro/multiverse --rows runs/repro/heldout.jsonl --limit 60
+    python -m multiverse.demo.diagnose --model runs/repro/autoregressive --twin --rows ... --limit 60
+
+Each row is encoded as training encodes it (the Multiverse trace, or with --twin its sequential twin), run through
+the model once with the training masks and positions, and every target token is put in one kind:
+
+- forced: `<Path> LABEL :` and `<Conclusion>`, which the engine writes itself (SPEC §5); sibling paths share the
+  context of their `<Path>`, so its label cannot be predicted and this loss does not fall to 0;
+- copy: the definition a path (or a line of the twin) restates from the question, up to its ':';
+- step: the subtractions; value: the name and value after ', so'; total: the sum after the block;
+- other: tags, outlines and the answer.
+
+Each kind reports tokens, mean loss and argmax errors. Besides, `repeated` splits the target tokens by whether the
+same 6 tokens (5 before it and itself) already occur where the predicting token can attend: the twin sees its
+earlier paths, so part of its text repeats in view and can be copied; a Multiverse path cannot see its siblings.
+Prints one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from collections import defaultdict
+from typing import Any
+
+import torch
+
+GRAM = 6  # tokens matched by `repeated`: five of context and the target
+
+
+def kind_of(text: str, target: str, forced: bool) -> str:
+    """Kind of the target token `target` that follows `text` (the decoded assistant turn before it)."""
+    if forced:
+        return "forced"
+    if target.startswith("<") and target.endswith(">") or "<Goal>" in text and "<Path>" not in text:
+        return "other"  # a tag, or inside the first goal (its outlines)
+    seg = re.split(r"<Path>|\n|</Parallel>", text)[-1]  # the current path, line, or text after a block
+    if "Total:" in seg:
+        return "total"
+    if ", so" in seg:
+        return "value"
+    body = re.sub(r"^\d+(\.\d+)*: ", "", seg)  # a Multiverse path's label (forced) is not part of it
+    if ":" not in body and body.strip():
+        return "copy"
+    return "step" if "-" in body or "+" in body else "other"
+
+
+def _seen(ids: list[int], visible: torch.Tensor, i: int, first: int) -> bool:
+    """Does ids[i-GRAM+1 .. i] occur, ending at a position the predictor of token i can attend (before i-1)?"""
+    gram = ids[i - GRAM + 1:i + 1]
+    return any(ids[j - GRAM + 1:j + 1] == gram for j in visible.nonzero().flatten().tolist()
+               if first + GRAM - 1 <= j < i - 1)
+
+
+def diagnose(model: Any, tokenizer: Any, rows: list[dict[str, Any]], twin: bool) -> dict[str, Any]:
+    from multiverse.attention import layout
+    from training.collator import CollatorConfig, MultiverseCollator
+    from training.config import DataConfig, PromptConfig
+    from training.data import multiverse_examples
+    from training.encoding import IGNORE, encode_example
+
+    cfg = DataConfig(prompt=PromptConfig(multiverse_suffix="", autoregressive_suffix=""))
+    collate = MultiverseCollator(tokenizer, CollatorConfig(pad_id=tokenizer.pad_token_id or 0, parallel=not twin))
+    kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])  # tokens, loss sum, argmax errors
+    repeated: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    for ex in multiverse_examples(rows, "rows", cfg, twin):
+        batch = collate([encode_example(ex, tokenizer, cfg)])
+        forced = set(layout(batch["input_ids"][0], tokenizer).forced) if not twin else set()
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                           attention_mask=batch["attention_mask"]).logits[0]
+        logp = torch.log_softmax(logits.float(), -1)  # [L, V]
+        ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+        mask = batch["attention_mask"][0, 0]  # [L, L]
+        first = next(i for i, t in enumerate(labels) if t != IGNORE)
+        pieces = [tokenizer.decode([t]) for t in ids]
+        text = ""
+        for i in range(first, len(ids)):
+            if i > first:
+                text += pieces[i - 1]
+            if labels[i] == IGNORE or i == 0:
+                continue
+            loss = -logp[i - 1, ids[i]].item()
+            k = kinds[kind_of(text, pieces[i], i in forced)]
+            k[0] += 1
+            k[1] += loss
+            k[2] += int(logp[i - 1].argmax().item() != ids[i])
+            r = repeated["repeated" if i >= first + GRAM and _seen(ids, mask[i - 1], i, first) else "fresh"]
+            r[0] += 1
+            r[1] += loss
+    return {
+        "rows": len(rows),
+        "kinds": {k: {"tokens": v[0], "loss": round(v[1] / v[0], 5), "wrong": v[2]} for k, v in sorted(kinds.items())},
+        "repeated": {k: {"tokens": v[0], "loss": round(v[1] / v[0], 5)} for k, v in sorted(repeated.items())},
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--twin", action="store_true", help="encode the sequential twins (the autoregressive model)")
+    parser.add_argument("--rows", help="a .jsonl of remainders rows (default: the held-out split)")
+    parser.add_argument("--limit", type=int, default=60)
+    args = parser.parse_args(argv)
+    if args.rows:
+        with open(args.rows, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()][: args.limit]
+    else:
+        from multiverse.demo.remainders import held_out_rows
+
+        rows = held_out_rows(args.limit)
+    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    report = diagnose(model, AutoTokenizer.from_pretrained(args.model), rows, args.twin)
+    print(json.dumps({"model": args.model, "twin": args.twin, **report}))
+
+
+if __name__ == "__main__":
+    main()
