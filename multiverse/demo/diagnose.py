@@ -54,6 +54,30 @@ def _seen(ids: list[int], visible: torch.Tensor, i: int, first: int) -> bool:
                if first + GRAM - 1 <= j < i - 1)
 
 
+def _score(model: Any, tokenizer: Any, batch: dict[str, Any], forced: set[int], ignore: int,
+           kinds: dict[str, list[float]], repeated: dict[str, list[float]]) -> None:
+    """Add one encoded row's target tokens to the per-kind and repeated/fresh sums."""
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
+                       attention_mask=batch["attention_mask"]).logits[0]
+    logp = torch.log_softmax(logits.float(), -1)  # [L, V]; row i predicts token i + 1
+    ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+    mask = batch["attention_mask"][0, 0]  # [L, L], True = may attend
+    first = next(i for i, t in enumerate(labels) if t != ignore)  # the assistant turn starts here
+    pieces = [tokenizer.decode([t]) for t in ids]
+    for i in range(first, len(ids)):
+        if labels[i] == ignore:
+            continue
+        loss = -logp[i - 1, ids[i]].item()
+        k = kinds[kind_of("".join(pieces[first:i]), pieces[i], i in forced)]
+        k[0] += 1
+        k[1] += loss
+        k[2] += int(logp[i - 1].argmax().item() != ids[i])
+        r = repeated["repeated" if i >= first + GRAM and _seen(ids, mask[i - 1], i, first) else "fresh"]
+        r[0] += 1
+        r[1] += loss
+
+
 def diagnose(model: Any, tokenizer: Any, rows: list[dict[str, Any]], twin: bool) -> dict[str, Any]:
     from multiverse.attention import layout
     from training.collator import CollatorConfig, MultiverseCollator
@@ -64,32 +88,11 @@ def diagnose(model: Any, tokenizer: Any, rows: list[dict[str, Any]], twin: bool)
     cfg = DataConfig(prompt=PromptConfig(multiverse_suffix="", autoregressive_suffix=""))
     collate = MultiverseCollator(tokenizer, CollatorConfig(pad_id=tokenizer.pad_token_id or 0, parallel=not twin))
     kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])  # tokens, loss sum, argmax errors
-    repeated: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])
+    repeated: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # tokens, loss sum
     for ex in multiverse_examples(rows, "rows", cfg, twin):
         batch = collate([encode_example(ex, tokenizer, cfg)])
-        forced = set(layout(batch["input_ids"][0], tokenizer).forced) if not twin else set()
-        with torch.no_grad():
-            logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                           attention_mask=batch["attention_mask"]).logits[0]
-        logp = torch.log_softmax(logits.float(), -1)  # [L, V]
-        ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
-        mask = batch["attention_mask"][0, 0]  # [L, L]
-        first = next(i for i, t in enumerate(labels) if t != IGNORE)
-        pieces = [tokenizer.decode([t]) for t in ids]
-        text = ""
-        for i in range(first, len(ids)):
-            if i > first:
-                text += pieces[i - 1]
-            if labels[i] == IGNORE or i == 0:
-                continue
-            loss = -logp[i - 1, ids[i]].item()
-            k = kinds[kind_of(text, pieces[i], i in forced)]
-            k[0] += 1
-            k[1] += loss
-            k[2] += int(logp[i - 1].argmax().item() != ids[i])
-            r = repeated["repeated" if i >= first + GRAM and _seen(ids, mask[i - 1], i, first) else "fresh"]
-            r[0] += 1
-            r[1] += loss
+        forced = set() if twin else set(layout(batch["input_ids"][0], tokenizer).forced)
+        _score(model, tokenizer, batch, forced, IGNORE, kinds, repeated)
     return {
         "rows": len(rows),
         "kinds": {k: {"tokens": v[0], "loss": round(v[1] / v[0], 5), "wrong": v[2]} for k, v in sorted(kinds.items())},
