@@ -66,7 +66,7 @@ def test_graceful_shutdown_finishes_short_requests_aborts_long_ones_and_exits(to
         except httpx.HTTPError as err:  # the long stream is cut when the grace period ends
             results[name] = err
 
-    readers = [threading.Thread(target=read, args=("short", {"prompt": "x", "max_tokens": 40})),
+    readers = [threading.Thread(target=read, args=("short", {"prompt": "x", "max_tokens": 40, "ignore_eos": True})),
                threading.Thread(target=read, args=("long", {"prompt": "x", "max_tokens": 100000, "ignore_eos": True}))]
     for t in readers:
         t.start()
