@@ -49,6 +49,7 @@ def test_a_problem_has_one_divisor_and_chains_add_round_offsets() -> None:
         p = sample_problem(rng, HELD_OUT)
         assert len(set(re.findall(r"mod (\d+)", p.question))) == 1
         assert all(int(o) % 10 == 0 for o in re.findall(r"\([A-Z]\+(\d+)\)", p.question))
+        assert all(int(d) <= 99 for d in re.findall(r"(\d+) mod", p.question))  # two digits at most, any divisor
 
 
 def _evaluate(question: str) -> int:
@@ -152,3 +153,18 @@ def test_prepare_only_writes_rows_that_eval_loads(tmp_path) -> None:
         assert args.tasks == os.path.join(out, "heldout.jsonl") and args.suffix == "" and args.baseline_suffix == ""
         settings = resolve_settings(args)
         assert settings["baseline_model"] == os.path.join(out, "autoregressive")
+
+
+def test_both_models_are_fine_tuned_from_one_base_trained_on_the_twins() -> None:
+    from multiverse.demo.reproduce import train_command
+
+    def flag(cmd: list[str], key: str) -> str:
+        return next(cmd[i + 1].split("=", 1)[1] for i, a in enumerate(cmd) if a == "--set" and cmd[i + 1].startswith(key))
+
+    base, mv, ar = (train_command(name, "out", None, 1) for name in ("base", "multiverse", "autoregressive"))
+    assert flag(base, "model.name_or_path") == os.path.join("out", "init") and "--autoregressive-baseline" in base
+    assert flag(mv, "model.name_or_path") == flag(ar, "model.name_or_path") == os.path.join("out", "base")
+    assert "--autoregressive-baseline" not in mv and "--autoregressive-baseline" in ar
+    assert {flag(c, "train.output_dir") for c in (base, mv, ar)} == {os.path.join("out", n) for n in ("base", "multiverse", "autoregressive")}
+    assert len({flag(c, "data.multiverse") for c in (base, mv, ar)}) == 1  # the same rows throughout
+    assert train_command("multiverse", "out", 7, 1)[-2:] == ["--max-steps", "7"]

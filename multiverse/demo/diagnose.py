@@ -88,7 +88,7 @@ def diagnose(model: Any, tokenizer: Any, rows: list[dict[str, Any]], twin: bool)
     cfg = DataConfig(prompt=PromptConfig(multiverse_suffix="", autoregressive_suffix=""))
     collate = MultiverseCollator(tokenizer, CollatorConfig(pad_id=tokenizer.pad_token_id or 0, parallel=not twin))
     kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])  # tokens, loss sum, argmax errors
-    repeated: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # tokens, loss sum
+    repeated: dict[str, list[float]] = {"fresh": [0, 0.0], "repeated": [0, 0.0]}  # tokens, loss sum (both reported)
     for ex in multiverse_examples(rows, "rows", cfg, twin):
         batch = collate([encode_example(ex, tokenizer, cfg)])
         forced = set() if twin else set(layout(batch["input_ids"][0], tokenizer).forced)
@@ -96,7 +96,7 @@ def diagnose(model: Any, tokenizer: Any, rows: list[dict[str, Any]], twin: bool)
     return {
         "rows": len(rows),
         "kinds": {k: {"tokens": v[0], "loss": round(v[1] / v[0], 5), "wrong": v[2]} for k, v in sorted(kinds.items())},
-        "repeated": {k: {"tokens": v[0], "loss": round(v[1] / v[0], 5)} for k, v in sorted(repeated.items())},
+        "repeated": {k: {"tokens": v[0], "loss": round(v[1] / v[0], 5) if v[0] else None} for k, v in repeated.items()},
     }
 
 

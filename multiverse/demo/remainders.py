@@ -39,14 +39,15 @@ class Shape:
 
     names: tuple[int, int] = (4, 6)  # names in an independent problem
     steps: tuple[int, int] = (10, 16)  # subtractions per remainder
-    divisor: tuple[int, int] = (3, 5)
+    divisor: tuple[int, int] = (3, 6)
     chain: tuple[int, int] = (2, 4)  # names in a dependent problem
     dependent_share: float = 0.2
     nested_share: float = 0.2  # independent problems with one name the sum of two remainders (a nested block)
 
 
 TRAIN = Shape()
-# Held out: longer paths than training ever shows (up to 18 subtractions), besides the training sizes.
+# Held out: longer paths than training ever shows (up to 18 subtractions, for divisors up to 5), besides the
+# training sizes.
 HELD_OUT = Shape(steps=(10, 18))
 
 
@@ -126,8 +127,11 @@ def dependent(first: Mod, links: list[Mod]) -> Problem:
 
 
 def _mod(rng: random.Random, shape: Shape, divisor: int) -> Mod:
-    steps = rng.randint(*shape.steps)
-    return min(99, divisor * steps + rng.randrange(divisor)), divisor
+    """At most two digits: a dividend that would pass 99 (divisor 6, 16 steps) is drawn again."""
+    while True:
+        dividend = divisor * rng.randint(*shape.steps) + rng.randrange(divisor)
+        if dividend <= 99:
+            return dividend, divisor
 
 
 def _link(rng: random.Random, shape: Shape, divisor: int) -> Mod:

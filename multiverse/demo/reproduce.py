@@ -6,12 +6,14 @@
 
 Writes under --out (default runs/repro): train.jsonl (seed 0) and heldout.jsonl (seed 1, disjoint questions,
 larger sizes too) from `multiverse.demo.remainders`, init/ (a BPE tokenizer trained on the training rows + one
-random Qwen2, seed 0, that both runs start from), then multiverse/ and autoregressive/ from `multiverse train
---config training/configs/repro_cpu.yaml`, once as is (Multiverse Attention) and once with
-`--autoregressive-baseline`, both at once (one core each). --evaluate then runs the `multiverse eval` commands that
-compare the two (without it they are printed). --install copies the two trained models (their final weights,
-tokenizer and configs, no checkpoints) over the shipped default model and its twin (multiverse/assets/). Seeds are
-fixed: the same command gives the same rows, the same initial model and the same training order.
+random Qwen2, seed 0), then three `multiverse train --config training/configs/repro_cpu.yaml` runs on those rows:
+base/ (3,600 steps on the sequential twins, `--autoregressive-baseline`, on all cores: the language model both start
+from, as the paper's models start from one pretrained model), then, both at once (one core each), multiverse/
+(1,800 steps of Multiverse Attention from base/) and autoregressive/ (1,800 steps of the twins from base/).
+--evaluate then runs the `multiverse eval` commands that compare the two (without it they are printed). --install
+copies the two trained models (their final weights, tokenizer and configs, no checkpoints) over the shipped default
+model and its twin (multiverse/assets/). Seeds are fixed: the same command gives the same rows, the same initial
+model and the same training order.
 """
 from __future__ import annotations
 
@@ -25,7 +27,15 @@ import sys
 import time
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "training", "configs", "repro_cpu.yaml")
-RUNS = {"multiverse": [], "autoregressive": ["--autoregressive-baseline"]}  # run name -> extra `train` flags
+# run name -> (extra `train` flags, the folder it starts from). The base is trained on the sequential twins, as a
+# pretrained language model is; both models are fine-tuned from it on the same rows, as in the paper.
+RUNS = {
+    "base": (["--autoregressive-baseline"], "init"),
+    "multiverse": ([], "base"),
+    "autoregressive": (["--autoregressive-baseline"], "base"),
+}
+PAIR = ("multiverse", "autoregressive")
+BASE_STEPS = 3600  # the fine-tunes take the config's max_steps (1,800): each model 5,400 steps in all
 HELD_OUT_FIELDS = "question=question,answer=deepseek_attempt"  # `multiverse eval --field` for heldout.jsonl
 
 
@@ -55,8 +65,9 @@ def write_init(out: str, train: list[dict], hidden: int, layers: int) -> str:
 
 def train_command(name: str, out: str, steps: int | None, threads: int) -> list[str]:
     """The `multiverse train` command line of one run into out/<name>."""
-    cmd = [sys.executable, "-m", "multiverse.cli", "train", "--config", CONFIG, *RUNS[name], "--threads", str(threads),
-           "--set", f"model.name_or_path={os.path.join(out, 'init')}",
+    flags, start = RUNS[name]
+    cmd = [sys.executable, "-m", "multiverse.cli", "train", "--config", CONFIG, *flags, "--threads", str(threads),
+           "--set", f"model.name_or_path={os.path.join(out, start)}",
            "--set", f"data.multiverse={os.path.join(out, 'train.jsonl')}",
            "--set", f"train.output_dir={os.path.join(out, name)}"]
     return cmd + (["--max-steps", str(steps)] if steps is not None else [])
@@ -125,7 +136,7 @@ def eval_commands(out: str, python: str = "multiverse") -> list[str]:
     """The `multiverse eval` runs that compare the two models on the held-out rows (greedy): accuracy of both at
     batch 16 (all held-out rows), paired wall-clock against the twin at batch 1 and at batch 16, and the
     critical-path budget sweep of both (its PNG)."""
-    mv, ar = (shlex.quote(os.path.join(out, name)) for name in RUNS)
+    mv, ar = (shlex.quote(os.path.join(out, name)) for name in PAIR)
     held = shlex.quote(os.path.join(out, "heldout.jsonl"))
     ev = os.path.join(out, "eval")
     common = (f"--model {mv} --baseline-model {ar} --baseline-suffix '' --tasks {held} --field {HELD_OUT_FIELDS} "
@@ -146,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--held-out", type=int, default=600, help="held-out rows")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--steps", type=int, help="train.max_steps (default: the config's, 3600)")
+    parser.add_argument("--base-steps", type=int, default=BASE_STEPS, help="steps of the shared base")
+    parser.add_argument("--steps", type=int, help="steps of each fine-tune (default: the config's, 1800)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (2: both, one core each)")
     parser.add_argument("--only", choices=sorted(RUNS), help="train one of the two models")
@@ -164,8 +176,12 @@ def main(argv: list[str] | None = None) -> None:
     init = write_init(args.out, write_rows(args.out, args.rows, args.held_out), args.hidden, args.layers)
     print(json.dumps({"out": args.out, "init": init, "rows": args.rows, "held_out": args.held_out}))
     if not args.prepare_only:
-        for run in train_runs([args.only] if args.only else list(RUNS), args.out, args.steps, args.threads, args.jobs):
-            print(json.dumps(run))
+        if args.only in (None, "base"):  # alone, on all the cores the pair will use
+            for run in train_runs(["base"], args.out, args.base_steps, args.threads * args.jobs, 1):
+                print(json.dumps(run))
+        if args.only != "base":
+            for run in train_runs([args.only] if args.only else list(PAIR), args.out, args.steps, args.threads, args.jobs):
+                print(json.dumps(run))
         if args.install:
             print(json.dumps({"installed": install(args.out)}))
     if args.evaluate and not args.prepare_only:
