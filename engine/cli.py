@@ -1,6 +1,6 @@
 """`multiverse generate`: decode one prompt with parallel branches, drawn live side by side, then the stats.
 
-    multiverse generate "Let A = 83 mod 5, B = 33 mod 5, C = 50 mod 5, D = 41 mod 5. Compute A+B+C+D."  # default model
+    multiverse generate "Let A = 83 mod 5, B = 58 mod 5, C = 50 mod 5, D = 56 mod 5. Compute A+B+C+D."  # default model
     multiverse generate --model PATH "Solve: ..."            # a local HF model with the structure tags
     multiverse generate --raw "<Parallel>..."                 # the prompt as it is, without the chat template
     multiverse generate --tiny --script trace.txt "Consider"   # offline demo: tiny random model follows a trace

@@ -12,7 +12,7 @@ from engine.server.launch import Server, bind
 KEY = "sk-test"
 HEADERS = {"Authorization": f"Bearer {KEY}"}
 # a problem of the default model's task: it forks one path per name and answers 3+3+0+1 (greedy)
-QUESTION = [{"role": "user", "content": "Let A = 83 mod 5, B = 33 mod 5, C = 50 mod 5, D = 41 mod 5. Compute A+B+C+D."}]
+QUESTION = [{"role": "user", "content": "Let A = 83 mod 5, B = 58 mod 5, C = 50 mod 5, D = 56 mod 5. Compute A+B+C+D."}]
 ANSWER = "7"
 
 

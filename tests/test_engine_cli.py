@@ -59,7 +59,7 @@ def test_the_chat_template_is_used_whenever_the_model_has_one(capsys):
     texts = {}
     for fmt in ([], ["--raw"]):
         argv = ["generate", "--model", str(DEFAULT_MODEL), *fmt, "--sequential", "--json", "--no-live",
-                "--max-new-tokens", "12", "--threads", "1", "Let A = 83 mod 5, B = 33 mod 5, C = 50 mod 5, D = 41 mod 5. Compute A+B+C+D."]
+                "--max-new-tokens", "12", "--threads", "1", "Let A = 83 mod 5, B = 58 mod 5, C = 50 mod 5, D = 56 mod 5. Compute A+B+C+D."]
         assert main(argv) == 0
         texts[bool(fmt)] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["text"]
     assert texts[False].startswith("<Think>\n<Parallel><Goal>")  # what the model writes after its chat prompt

@@ -94,7 +94,7 @@ def test_a_client_driven_merge_is_exact(served):
     after its own merge."""
     lm = served.state.lm
     ids = question_ids(served)
-    native = MultiverseLM(lm.model, lm.tokenizer).generate([ids], SamplingParams(max_new_tokens=300, temperature=0))[0]
+    native = MultiverseLM(lm.model, lm.tokenizer).generate([ids], SamplingParams(max_new_tokens=600, temperature=0))[0]
     assert native.stats.num_merges == 1
     at = native.token_ids.index(lm.vocab.tags.conclusion_open) + 1
     prompt, rest = ids + native.token_ids[:at], native.token_ids[at:]

@@ -177,7 +177,7 @@ def test_generate_cli_with_backend_sglang(capsys):
     from multiverse.demo import DEFAULT_MODEL
 
     native = MultiverseLM(str(DEFAULT_MODEL))
-    question = "Let A = 83 mod 5, B = 33 mod 5, C = 50 mod 5, D = 41 mod 5. Compute A+B+C+D."
+    question = "Let A = 83 mod 5, B = 58 mod 5, C = 50 mod 5, D = 56 mod 5. Compute A+B+C+D."
     want = native.generate([[{"role": "user", "content": question}]], SamplingParams(temperature=0, max_new_tokens=120))[0]
     server = start(MultiverseLM(str(DEFAULT_MODEL)), model_name="tiny")
     try:
