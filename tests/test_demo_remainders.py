@@ -11,7 +11,7 @@ import re
 import shlex
 
 from multiverse.demo.remainders import (
-    HELD_OUT, TRAIN, dependent, held_out_rows, independent, make_rows, sample_problem, subtractions,
+    FINE_TUNE, HELD_OUT, TRAIN, dependent, fine_tune_rows, held_out_rows, independent, make_rows, sample_problem, subtractions,
 )
 from multiverse.demo.reproduce import HELD_OUT_FIELDS, eval_commands, main
 from multiverse.structure import canonicalize, parse, sequential_twin
@@ -126,6 +126,11 @@ def test_tokenizer_keeps_digits_and_tags_whole() -> None:
         assert len(tok.encode(tag)) == 1
 
 
+def _read(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
 def test_prepare_only_writes_rows_that_eval_loads(tmp_path) -> None:
     from multiverse.evaluation.cli import add_arguments, resolve_settings
     from multiverse.evaluation.tasks import load_file, parse_fields
@@ -133,11 +138,11 @@ def test_prepare_only_writes_rows_that_eval_loads(tmp_path) -> None:
     out = str(tmp_path / "repro")
     main(["--out", out, "--rows", "30", "--held-out", "12", "--hidden", "32", "--layers", "1", "--prepare-only"])
     assert not os.path.exists(os.path.join(out, "multiverse"))  # nothing trained
-    with open(os.path.join(out, "train.jsonl"), encoding="utf-8") as f:
-        train = [json.loads(line) for line in f]
+    train, fine_tune = (_read(os.path.join(out, f)) for f in ("train.jsonl", "finetune.jsonl"))
     problems = load_file(os.path.join(out, "heldout.jsonl"), parse_fields(HELD_OUT_FIELDS))
-    assert len(train) == 30 and len(problems) == 12
-    assert not {r["question"] for r in train} & {p.question for p in problems}
+    assert len(train) == len(fine_tune) == 30 and len(problems) == 12
+    assert not ({r["question"] for r in train} | {r["question"] for r in fine_tune}) & {p.question for p in problems}
+    assert {r["question"] for r in fine_tune} != {r["question"] for r in train}  # a fresh draw
     assert all(int(p.answer) == _evaluate(p.question) for p in problems)
     assert os.path.isfile(os.path.join(out, "init", "config.json"))
     assert os.path.isfile(os.path.join(out, "init", "tokenizer.json"))
@@ -166,5 +171,16 @@ def test_both_models_are_fine_tuned_from_one_base_trained_on_the_twins() -> None
     assert flag(mv, "model.name_or_path") == flag(ar, "model.name_or_path") == os.path.join("out", "base")
     assert "--autoregressive-baseline" not in mv and "--autoregressive-baseline" in ar
     assert {flag(c, "train.output_dir") for c in (base, mv, ar)} == {os.path.join("out", n) for n in ("base", "multiverse", "autoregressive")}
-    assert len({flag(c, "data.multiverse") for c in (base, mv, ar)}) == 1  # the same rows throughout
+    assert flag(base, "data.multiverse") == os.path.join("out", "train.jsonl")
+    assert flag(mv, "data.multiverse") == flag(ar, "data.multiverse") == os.path.join("out", "finetune.jsonl")
     assert train_command("multiverse", "out", 7, 1)[-2:] == ["--max-steps", "7"]
+
+
+def test_fine_tune_rows_nest_half_the_independent_problems_and_skip_excluded_questions() -> None:
+    drawn = fine_tune_rows(400, set())
+    independent = [r for r in drawn if not r["dependent"]]
+    share = sum("(" in r["question"] for r in independent) / len(independent)
+    assert abs(share - FINE_TUNE.nested_share) < 0.08 and FINE_TUNE.nested_share > TRAIN.nested_share
+    excluded = {r["question"] for r in drawn[:10]}
+    fine = fine_tune_rows(400, excluded)
+    assert len(fine) == 400 and not {r["question"] for r in fine} & excluded

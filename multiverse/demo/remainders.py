@@ -14,7 +14,8 @@ previous "-"), so the work is local and the paths are long next to the shared ou
 the critical path gets shorter than the sequential text.
 Rows use the Multiverse-1K field names the trainer reads; `deepseek_thinking_trajectory` is the sequential twin
 (SPEC §8) of the parallel trace, so the autoregressive baseline sees the same reasoning.
-Splits: `train_rows()` (seed 0) and `held_out_rows()` (seed 1, questions of the training split excluded).
+Splits: `train_rows()` (seed 0), `held_out_rows()` (seed 1, questions of the training split excluded) and
+`fine_tune_rows()` (seed 2, more nested problems, held-out questions excluded).
 
 Invariant: every trace is canonical, its twin is `sequential_twin(trace)`, every step is true, and
 `deepseek_attempt` is the answer.
@@ -46,6 +47,9 @@ class Shape:
 
 
 TRAIN = Shape()
+# Fine-tuning rows (a fresh draw after the base's): half the independent problems nested. At "C =" a nested path
+# must copy the question's " (" where every other path writes " ", the one choice the rest of the task never trains.
+FINE_TUNE = Shape(nested_share=0.5)
 # Held out: longer paths than training ever shows (up to 18 subtractions, for divisors up to 5), besides the
 # training sizes.
 HELD_OUT = Shape(steps=(10, 18))
@@ -179,7 +183,7 @@ def write_jsonl(path: str, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-TRAIN_ROWS, TRAIN_SEED, HELD_OUT_SEED = 12000, 0, 1
+TRAIN_ROWS, TRAIN_SEED, HELD_OUT_SEED, FINE_TUNE_SEED = 12000, 0, 1, 2
 
 
 def train_rows(n: int = TRAIN_ROWS) -> list[dict[str, Any]]:
@@ -192,3 +196,8 @@ def held_out_rows(n: int, train_questions: set[str] | None = None) -> list[dict[
     if train_questions is None:
         train_questions = {r["question"] for r in train_rows()}
     return make_rows(n, seed=HELD_OUT_SEED, shape=HELD_OUT, exclude=train_questions)
+
+
+def fine_tune_rows(n: int, held_out_questions: set[str]) -> list[dict[str, Any]]:
+    """n rows (seed 2, `FINE_TUNE` shape) for fine-tuning both models from the base, none a held-out question."""
+    return make_rows(n, seed=FINE_TUNE_SEED, shape=FINE_TUNE, exclude=held_out_questions)

@@ -4,12 +4,13 @@
     python -m multiverse.demo.reproduce --prepare-only           # data, tokenizer and initial model only
     python -m multiverse.demo.reproduce --install-only           # copy the trained pair into multiverse/assets
 
-Writes under --out (default runs/repro): train.jsonl (seed 0) and heldout.jsonl (seed 1, disjoint questions,
-larger sizes too) from `multiverse.demo.remainders`, init/ (a BPE tokenizer trained on the training rows + one
-random Qwen2, seed 0), then three `multiverse train --config training/configs/repro_cpu.yaml` runs on those rows:
-base/ (3,600 steps on the sequential twins, `--autoregressive-baseline`, on all cores: the language model both start
-from, as the paper's models start from one pretrained model), then, both at once (one core each), multiverse/
-(1,800 steps of Multiverse Attention from base/) and autoregressive/ (1,800 steps of the twins from base/).
+Writes under --out (default runs/repro): train.jsonl (seed 0), heldout.jsonl (seed 1, disjoint questions, larger
+sizes too) and finetune.jsonl (seed 2, half the independent problems nested, no held-out question) from
+`multiverse.demo.remainders`, init/ (a BPE tokenizer trained on the training rows + one random Qwen2, seed 0), then
+three `multiverse train --config training/configs/repro_cpu.yaml` runs: base/ (3,600 steps on the sequential twins
+of train.jsonl, `--autoregressive-baseline`, on all cores: the language model both start from, as the paper's
+models start from one pretrained model), then, both at once (one core each), multiverse/ (Multiverse Attention)
+and autoregressive/ (the twins), each fine-tuned from base/ on finetune.jsonl for the config's max_steps.
 --evaluate then runs the `multiverse eval` commands that compare the two (without it they are printed). --install
 copies the two trained models (their final weights, tokenizer and configs, no checkpoints) over the shipped default
 model and its twin (multiverse/assets/). Seeds are fixed: the same command gives the same rows, the same initial
@@ -27,26 +28,30 @@ import sys
 import time
 
 CONFIG = os.path.join(os.path.dirname(__file__), "..", "..", "training", "configs", "repro_cpu.yaml")
-# run name -> (extra `train` flags, the folder it starts from). The base is trained on the sequential twins, as a
-# pretrained language model is; both models are fine-tuned from it on the same rows, as in the paper.
+# run name -> (extra `train` flags, the folder it starts from, its rows). The base is trained on the sequential twins
+# of train.jsonl, as a pretrained language model is; both models are fine-tuned from it on the same fresh rows
+# (finetune.jsonl), as the paper's two models are fine-tuned from one pretrained model on one data set.
 RUNS = {
-    "base": (["--autoregressive-baseline"], "init"),
-    "multiverse": ([], "base"),
-    "autoregressive": (["--autoregressive-baseline"], "base"),
+    "base": (["--autoregressive-baseline"], "init", "train.jsonl"),
+    "multiverse": ([], "base", "finetune.jsonl"),
+    "autoregressive": (["--autoregressive-baseline"], "base", "finetune.jsonl"),
 }
 PAIR = ("multiverse", "autoregressive")
-BASE_STEPS = 3600  # the fine-tunes take the config's max_steps (1,800): each model 5,400 steps in all
+BASE_STEPS = 3600  # the fine-tunes take the config's max_steps
 HELD_OUT_FIELDS = "question=question,answer=deepseek_attempt"  # `multiverse eval --field` for heldout.jsonl
 
 
 def write_rows(out: str, rows: int, held_out: int) -> list[dict]:
-    """train.jsonl and heldout.jsonl under `out`; returns the training rows."""
-    from multiverse.demo.remainders import held_out_rows, train_rows, write_jsonl
+    """train.jsonl (the base's rows), heldout.jsonl and finetune.jsonl (as many rows as train.jsonl) under `out`;
+    returns the base's rows. No held-out question is in either training file."""
+    from multiverse.demo.remainders import fine_tune_rows, held_out_rows, train_rows, write_jsonl
 
     os.makedirs(out, exist_ok=True)
     train = train_rows(rows)
+    held = held_out_rows(held_out, {r["question"] for r in train})
     write_jsonl(os.path.join(out, "train.jsonl"), train)
-    write_jsonl(os.path.join(out, "heldout.jsonl"), held_out_rows(held_out, {r["question"] for r in train}))
+    write_jsonl(os.path.join(out, "heldout.jsonl"), held)
+    write_jsonl(os.path.join(out, "finetune.jsonl"), fine_tune_rows(rows, {r["question"] for r in held}))
     return train
 
 
@@ -65,10 +70,10 @@ def write_init(out: str, train: list[dict], hidden: int, layers: int) -> str:
 
 def train_command(name: str, out: str, steps: int | None, threads: int) -> list[str]:
     """The `multiverse train` command line of one run into out/<name>."""
-    flags, start = RUNS[name]
+    flags, start, rows = RUNS[name]
     cmd = [sys.executable, "-m", "multiverse.cli", "train", "--config", CONFIG, *flags, "--threads", str(threads),
            "--set", f"model.name_or_path={os.path.join(out, start)}",
-           "--set", f"data.multiverse={os.path.join(out, 'train.jsonl')}",
+           "--set", f"data.multiverse={os.path.join(out, rows)}",
            "--set", f"train.output_dir={os.path.join(out, name)}"]
     return cmd + (["--max-steps", str(steps)] if steps is not None else [])
 
@@ -153,12 +158,12 @@ def eval_commands(out: str, python: str = "multiverse") -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/repro", help="data, initial model and the two trained models")
-    parser.add_argument("--rows", type=int, default=12000, help="training rows")
+    parser.add_argument("--rows", type=int, default=12000, help="rows of each training file (base, fine-tune)")
     parser.add_argument("--held-out", type=int, default=600, help="held-out rows")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--base-steps", type=int, default=BASE_STEPS, help="steps of the shared base")
-    parser.add_argument("--steps", type=int, help="steps of each fine-tune (default: the config's, 1800)")
+    parser.add_argument("--steps", type=int, help="steps of each fine-tune (default: the config's max_steps)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (2: both, one core each)")
     parser.add_argument("--only", choices=sorted(RUNS), help="train one of the two models")
