@@ -46,7 +46,7 @@ def test_default_model_forks_one_path_per_name_and_answers(rows) -> None:
             assert o.stats.num_forks >= 1 and [b.finish_reason for b in o.tree].count("path_end") >= names
             assert o.stats.degree_of_parallelism > 1.8
     right = sum(a == r["deepseek_attempt"] for a, r in zip(_answers(outs), rows))
-    assert right >= 6  # measured: 7 of these 8 (0.84 on the 600 held-out rows)
+    assert right >= 7  # measured: 8 of these 8 (0.98 on the 600 held-out rows)
 
 
 @pytest.mark.slow
@@ -56,7 +56,7 @@ def test_the_twin_answers_in_order(rows) -> None:
     outs = MultiverseLM(str(BASELINE_MODEL)).generate(
         [[{"role": "user", "content": r["question"]}] for r in rows[:4]], SamplingParams(temperature=0, max_new_tokens=900))
     assert all(o.stats.num_forks == 0 and "<Parallel>" not in o.text for o in outs)
-    assert sum(a == r["deepseek_attempt"] for a, r in zip(_answers(outs), rows)) >= 2  # measured: 3 of 4 (0.81 on the 600 held-out rows)
+    assert sum(a == r["deepseek_attempt"] for a, r in zip(_answers(outs), rows)) >= 3  # measured: 4 of 4 (0.96 on the 600 held-out rows)
 
 
 def test_install_only_copies_a_trained_pair(tmp_path, monkeypatch) -> None:
