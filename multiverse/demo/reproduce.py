@@ -1,6 +1,6 @@
 """Reproduce the paper's claim on CPU: a Multiverse model and its autoregressive twin trained on the remainders task.
 
-    python -m multiverse.demo.reproduce --evaluate               # data -> tokenizer -> init -> 2 x train -> eval
+    python -m multiverse.demo.reproduce --evaluate               # data -> tokenizer -> init -> base -> 2 x fine-tune -> eval
     python -m multiverse.demo.reproduce --prepare-only           # data, tokenizer and initial model only
     python -m multiverse.demo.reproduce --install-only           # copy the trained pair into multiverse/assets
 
