@@ -132,6 +132,8 @@ def dependent(first: Mod, links: list[Mod]) -> Problem:
 
 def _mod(rng: random.Random, shape: Shape, divisor: int) -> Mod:
     """At most two digits: a dividend that would pass 99 (divisor 6, 16 steps) is drawn again."""
+    if divisor * shape.steps[0] > 99:  # no draw could fit: fail instead of drawing forever
+        raise ValueError(f"Shape.steps {shape.steps} with divisor {divisor}: every dividend would pass 99")
     while True:
         dividend = divisor * rng.randint(*shape.steps) + rng.randrange(divisor)
         if dividend <= 99:

@@ -157,7 +157,7 @@ def eval_commands(out: str, python: str = "multiverse") -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="runs/repro", help="data, initial model and the two trained models")
+    parser.add_argument("--out", default="runs/repro", help="data, initial model, the base and the two trained models")
     parser.add_argument("--rows", type=int, default=12000, help="rows of each training file (base, fine-tune)")
     parser.add_argument("--held-out", type=int, default=600, help="held-out rows")
     parser.add_argument("--hidden", type=int, default=128)
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help="steps of each fine-tune (default: the config's max_steps)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (2: both, one core each)")
-    parser.add_argument("--only", choices=sorted(RUNS), help="train one of the two models")
+    parser.add_argument("--only", choices=sorted(RUNS), help="train one stage; multiverse and autoregressive start from OUT/base")
     parser.add_argument("--prepare-only", action="store_true", help="rows, tokenizer and initial model; no training")
     parser.add_argument("--evaluate", action="store_true", help="after training, run the `multiverse eval` commands")
     parser.add_argument("--install", action="store_true", help="after training, copy both models into multiverse/assets")
