@@ -1,8 +1,9 @@
 """The backend interface callers use (CLI, server, eval): no caller knows which engine it drives.
 
-Two implementations: `MultiverseLM` (backend="native", the PyTorch engine and the reference) and
-`engine.sglang.client.SGLangClient` (backend="sglang", tokens from a SGLang server); both come from
-`MultiverseLM(..., backend=..., url=...)` and return the same RequestOutput, tree, stats and stream events.
+Two implementations, both engine/driver.py Drivers: `engine.native.NativeEngine` (backend="native", the
+PyTorch engine and the reference) and `engine.sglang.client.SGLangClient` (backend="sglang", tokens from a
+SGLang server). `open_backend` chooses one; `MultiverseLM(..., backend=..., url=...)` (engine/api.py) holds what
+it returns. Both give the same RequestOutput, tree, stats and stream events.
 """
 from __future__ import annotations
 
@@ -32,15 +33,20 @@ class Backend(Protocol):
         """Release connections and memory."""
 
 
-def open_backend(model: Any = None, backend: str = "native", url: str | None = None, **options: Any) -> Backend:
-    """The one constructor callers use: `open_backend(path)` or `open_backend(path, "sglang", url)`."""
-    from engine.api import MultiverseLM
-
+def open_backend(model: Any = None, backend: str = "native", url: str | None = None, **options: Any) -> Any:
+    """The implementation of `backend`: `open_backend(path)` or `open_backend(path, "sglang", url)`; `options`
+    are the backend's (tokenizer=, device=, engine options; sglang: the client's). Returns an engine.driver.Driver."""
     if backend == "sglang":
-        return MultiverseLM(model, backend="sglang", url=url, **options)
+        from engine.sglang.client import SGLangClient
+
+        return SGLangClient(model, url=url, **options)
+    if backend != "native":
+        raise ValueError(f"backend {backend!r} is not available; use 'native' or 'sglang' (with url=...)")
     if url is not None:
         raise ValueError("url= is for backend='sglang'; the native backend runs the model in this process")
-    return MultiverseLM(model, backend=backend, **options)
+    from engine.native import NativeEngine
+
+    return NativeEngine(model, **options)
 
 
 def add_backend_arguments(parser: Any) -> None:

@@ -137,7 +137,7 @@ def _build(args: argparse.Namespace) -> MultiverseLM:
 
     structure = {k: v for k, v in options.items() if k != "dtype"}
     if (remote := remote_from_args(args, args.model, tokenizer=tok, **structure)) is not None:
-        return remote  # type: ignore[return-value] - the SGLang client is a MultiverseLM
+        return remote  # type: ignore[return-value] - the SGLang client: a Driver with the same API
     return MultiverseLM(args.model, tok, device=args.device, **options)
 
 

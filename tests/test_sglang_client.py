@@ -21,6 +21,7 @@ from sglang_support import random_block  # noqa: E402
 
 from engine.api import MultiverseLM  # noqa: E402
 from engine.events import BranchOpened, Finished  # noqa: E402
+from engine.native import NativeEngine  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
 from engine.script import ScriptedProcessor  # noqa: E402
 from multiverse.attention import StructureRules  # noqa: E402
@@ -44,7 +45,7 @@ class ScriptUnion:
         return out
 
 
-class ScriptedServedLM(MultiverseLM):
+class ScriptedServedLM(NativeEngine):
     """The served engine: every request it gets follows the union of the test's scripts."""
 
     script: ScriptUnion | None = None
@@ -167,6 +168,22 @@ def test_the_client_refuses_what_it_cannot_do(tok, setup):
     with pytest.raises(ValueError, match="needs url"):
         MultiverseLM(tokenizer=tok, backend="sglang")
     assert client.server.name == "native" and client.server.exact
+
+
+def test_the_backend_is_chosen_by_composition(setup):
+    """MultiverseLM is one class whatever the backend; engine/backend.py picks what it holds; the front and the
+    client do not import each other."""
+    import subprocess
+
+    from engine.native import NativeEngine
+    from engine.sglang.client import SGLangClient
+
+    native, _, client = setup
+    assert type(client) is type(native) is MultiverseLM
+    assert isinstance(client.backend, SGLangClient) and isinstance(native.backend, NativeEngine)
+    for first, never in [("engine.sglang.client", "engine.api"), ("engine.api", "engine.sglang.client")]:
+        probe = f"import sys, {first}; assert {never!r} not in sys.modules, '{first} imports {never}'"
+        subprocess.run([sys.executable, "-c", probe], check=True, timeout=120)
 
 
 def test_generate_cli_with_backend_sglang(capsys):

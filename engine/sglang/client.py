@@ -1,6 +1,6 @@
-"""The SGLang backend of MultiverseLM: `MultiverseLM(backend="sglang", url=...)` returns an SGLangClient.
+"""The SGLang backend: `MultiverseLM(backend="sglang", url=...)` holds an SGLangClient (engine/backend.py).
 
-It is MultiverseLM with the native scheduler's forward replaced by SGLang calls (scheduler.py, segments.py):
+It is a Driver (engine/driver.py) whose scheduler's forward is replaced by SGLang calls (scheduler.py, segments.py):
 the same generate / stream / abort, RequestOutput, tree, stats and stream events. Merges are exact when the
 server is SGLang with the `multiverse` plugin (its cache reuses the children's KV; stats count
 `merges_exact`) or our own `multiverse serve` (every merge is re-laid out with the core's mask and positions:
@@ -11,15 +11,14 @@ positions contiguous): refused unless `approximate=True`, and then every such me
 """
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from engine.api import MultiverseLM, Prompt
 from engine.config import EngineConfig
 from engine.detok import TextCodec
+from engine.driver import Driver, Prompt, eos_ids
 from engine.kv_pool import KVPool
 from engine.params import SamplingParams
 from engine.request import Request
@@ -33,13 +32,12 @@ class ApproximateMergeRefused(ServerError):
     """The server cannot merge exactly (a stock SGLang without the multiverse plugin)."""
 
 
-class SGLangClient(MultiverseLM):
+class SGLangClient(Driver):
     def __init__(
         self,
         model: Any = None,
         tokenizer: Any = None,
         device: Any = None,
-        backend: str = "sglang",
         url: str | None = None,
         approximate: bool = False,
         timeout_s: float = 600.0,
@@ -47,7 +45,7 @@ class SGLangClient(MultiverseLM):
     ) -> None:
         if url is None:
             raise ValueError('MultiverseLM(backend="sglang") needs url="http://HOST:PORT" of the server')
-        self.config = EngineConfig.from_options(**engine_options)
+        config = EngineConfig.from_options(**engine_options)
         self.wire = Wire(url, timeout_s)
         try:
             self.server = self.wire.probe()
@@ -59,20 +57,19 @@ class SGLangClient(MultiverseLM):
                     "SGLANG_PLUGINS=multiverse ... --radix-cache-backend multiverse --page-size 1, or pass "
                     "approximate=True to accept approximate merges (counted in stats.merges_recomputed)"
                 )
-            self.tokenizer = _tokenizer(model, tokenizer, self.server.info)
+            tokenizer = _tokenizer(model, tokenizer, self.server.info)
         except BaseException:
             self.wire.close()
             raise
         self.approximate = not self.server.exact
         self.model, self.device = None, torch.device("cpu")
-        self.vocab = StructureVocab.from_tokenizer(self.tokenizer)
-        eos = _eos_ids(model, self.tokenizer)
-        c = self.config
-        pool = KVPool(1, 1, 1, c.num_pages, c.page_size, torch.float32, "cpu")  # slot accounting only
-        self.codec = TextCodec(self.tokenizer, keep=self.vocab.tags.all())
-        self.scheduler = RemoteScheduler(None, pool, c, self.vocab, eos, self.codec)  # type: ignore[arg-type]
-        self.scheduler.segments = Segments(self.wire, self.vocab.tags, eos)
-        self._ids = itertools.count()
+        vocab = StructureVocab.from_tokenizer(tokenizer)
+        eos = _eos_ids(model, tokenizer)
+        pool = KVPool(1, 1, 1, config.num_pages, config.page_size, torch.float32, "cpu")  # slot accounting only
+        codec = TextCodec(tokenizer, keep=vocab.tags.all())
+        scheduler = RemoteScheduler(None, pool, config, vocab, eos, codec)  # type: ignore[arg-type]
+        scheduler.segments = Segments(self.wire, vocab.tags, eos)
+        super().__init__(tokenizer, config, vocab, codec, scheduler)
 
     def generate(
         self,
@@ -80,7 +77,7 @@ class SGLangClient(MultiverseLM):
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         server_processors: Sequence[tuple[str, dict] | None] | None = None,
     ):  # noqa: ANN201 - list[RequestOutput]
-        """As MultiverseLM.generate; `server_processors[i]` = (SGLang custom_logit_processor, custom_params)."""
+        """As Driver.generate; `server_processors[i]` = (SGLang custom_logit_processor, custom_params)."""
         self._pending_processors = list(server_processors) if server_processors is not None else None
         return super().generate(prompts, sampling_params)
 
@@ -122,13 +119,12 @@ def _tokenizer(model: Any, tokenizer: Any, info: dict[str, Any]) -> Any:
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    generation = None
     if isinstance(model, (str,)) or hasattr(model, "__fspath__"):
         try:
             from transformers import GenerationConfig
 
-            extra = GenerationConfig.from_pretrained(str(model)).eos_token_id
-            ids |= set(extra) if isinstance(extra, (list, tuple)) else {extra} if extra is not None else set()
+            generation = GenerationConfig.from_pretrained(str(model))
         except (OSError, ValueError):
             pass
-    return frozenset(i for i in ids if i is not None)
+    return eos_ids(tokenizer, generation)

@@ -1,0 +1,65 @@
+"""The native backend: a Hugging Face causal LM run in this process by our scheduler (the reference).
+
+`NativeEngine(model, tokenizer, device, **engine_options)` loads the model (a local path) or takes loaded
+objects, builds the KV pool and the ModelRunner, and is a Driver (engine/driver.py): submit / step / abort /
+generate / stream. Fault isolation: an exception caused by one request inside a step (its logits processor,
+its sampling, its stop check, its sink, its fork) finishes THAT request with finish_reason "error" and frees
+its pages; every other request of the step continues and writes the tokens it would have written alone. Only a
+failing forward is engine-wide: the step's requests end with "error" and step() raises `EngineError`; no page
+stays allocated and the engine can be stepped again.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.config import EngineConfig
+from engine.detok import TextCodec
+from engine.driver import Driver, eos_ids
+from engine.kv_pool import KVPool
+from engine.runner import ModelRunner
+from engine.scheduler import Scheduler
+from multiverse.tags import StructureVocab
+
+
+class NativeEngine(Driver):
+    def __init__(self, model: Any, tokenizer: Any = None, device: str | torch.device | None = None, **engine_options: Any) -> None:
+        model, tokenizer = _load(model, tokenizer)
+        config = EngineConfig.from_options(device=str(device) if device is not None else None, **engine_options)
+        self.device = torch.device(config.device) if config.device else next(model.parameters()).device
+        self.model = model.to(self.device).eval()
+        if config.dtype is not None:
+            self.model.to(config.dtype)
+        vocab = StructureVocab.from_tokenizer(tokenizer)
+        self.pool = _make_pool(self.model, config, self.device)
+        codec = TextCodec(tokenizer, keep=vocab.tags.all())  # raw and clean text, incremental decoding
+        eos = eos_ids(tokenizer, getattr(model, "generation_config", None))
+        scheduler = Scheduler(ModelRunner(self.model, self.pool, self.device), self.pool, config, vocab, eos, codec)
+        super().__init__(tokenizer, config, vocab, codec, scheduler)
+
+
+def _load(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    if isinstance(model, (str, Path)):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = str(model)
+        tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype="auto")
+    elif model is None:
+        raise ValueError("MultiverseLM(model): pass a model path (or a loaded model with its tokenizer)")
+    elif tokenizer is None:
+        raise ValueError("MultiverseLM(model, tokenizer): pass the tokenizer along with an already-loaded model")
+    return model, tokenizer
+
+
+def _make_pool(model: Any, config: EngineConfig, device: torch.device) -> KVPool:
+    mc = model.config.get_text_config()
+    head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
+    kv_heads = getattr(mc, "num_key_value_heads", None) or mc.num_attention_heads
+    dtype = next(model.parameters()).dtype
+    return KVPool(mc.num_hidden_layers, kv_heads, head_dim, config.num_pages, config.page_size, dtype, device)
+
+
+__all__ = ["NativeEngine"]
