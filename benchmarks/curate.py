@@ -24,9 +24,7 @@ from rich.console import Console
 import data_pipeline.curator  # noqa: F401 - imported here so that no timed run pays for importing the client
 from data_pipeline.config import from_dict
 from data_pipeline.pipeline import run_async
-
-_SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the checkout
-SAMPLE = (_SHARED if _SHARED.exists() else Path("/work/shared")) / "data" / "s1k11_sample.jsonl"
+from multiverse.data import S1K_SAMPLE as SAMPLE  # the 10 s1K-1.1 rows shipped in the package
 
 
 def write_input(path: Path, n: int) -> None:

@@ -26,8 +26,10 @@ from typing import Any
 
 import torch
 
+from multiverse.data import EXAMPLES_DIR
+
 REPO = Path(__file__).resolve().parents[1]
-TRACE = Path("/work/shared/data/multiverse_examples/13.xml")
+TRACE = EXAMPLES_DIR / "13.xml"  # a reference trace shipped in multiverse/data
 REPEATS = 3
 
 
@@ -37,7 +39,7 @@ def _status(field: str) -> int:
 
 
 def trace_ids(length: int, tokenizer: Any) -> list[int]:
-    """`length` ids of Multiverse traces: a shared reference trace when present, else synthetic rows."""
+    """`length` ids of Multiverse traces: the shipped reference trace when present, else synthetic rows."""
     from multiverse.encode import encode_trace
     from training.tiny_assets import synthetic_rows
 

@@ -6,11 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from data_pipeline.sentences import split_sentences
+from multiverse.data import EXAMPLES_DIR, S1K_SAMPLE
 
-_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-DATA = _DATA if _DATA.exists() else Path("/work/shared/data")
-SAMPLE = DATA / "s1k11_sample.jsonl"
-EXAMPLES = DATA / "multiverse_examples"
+SAMPLE = S1K_SAMPLE  # the first 10 s1K-1.1 rows, shipped in multiverse/data
+EXAMPLES = EXAMPLES_DIR
 
 
 def make_input(path: Path, rows: int = 10, sentences: int = 50) -> list[dict[str, Any]]:

@@ -5,7 +5,9 @@ import os
 import subprocess
 import sys
 
-EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "multiverse_examples", "5.xml")
+from multiverse.data import EXAMPLES_DIR
+
+EXAMPLE = str(EXAMPLES_DIR / "5.xml")  # shipped in multiverse/data
 
 
 def _check(*args: str) -> subprocess.CompletedProcess:

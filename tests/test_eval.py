@@ -10,20 +10,21 @@ import sys
 import pytest
 
 from multiverse.errors import UsageError
+from multiverse.data import DATA_DIR
 from multiverse.evaluation import Problem, is_correct, load_file, load_task
 from multiverse.evaluation.cli import add_arguments, resolve_settings
 from multiverse.evaluation.protocol import PARALLEL_SUFFIX, resolve
 from multiverse.evaluation.tasks import parse_fields
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
+DATA = str(DATA_DIR)  # the copies shipped in the package
 
 
 @pytest.mark.parametrize("task,count", [("aime24", 30), ("aime25", 30), ("math500", 500), ("gsm8k_sample", 200)])
 def test_local_tasks_load(task: str, count: int) -> None:
-    problems = load_task(task, data_dir=DATA)
+    problems = load_task(task)  # no --data-dir: the package's copy, no hub (HF_HUB_OFFLINE=1)
     assert len(problems) == count
     assert all(p.question and p.answer for p in problems)
-    assert len(load_task(task, data_dir=DATA, limit=3)) == 3
+    assert load_task(task, data_dir=DATA, limit=3) == problems[:3]
     assert {p.kind for p in problems} == {"word" if task == "gsm8k_sample" else "math"}
 
 
@@ -117,7 +118,7 @@ def test_cli_runs_end_to_end(tok, tmp_path) -> None:
     tok.save_pretrained(model_dir)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "multiverse.cli", "eval", "--model", str(model_dir), "--tasks", "aime25,math500",
-           "--data-dir", DATA, "--limit", "2", "--samples", "2", "--max-new-tokens", "12", "--temperature", "1.0",
+           "--limit", "2", "--samples", "2", "--max-new-tokens", "12", "--temperature", "1.0",
            "--batch-size", "3", "--compare-sequential", "--speed-questions", "1", "--out", str(out), "--no-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -15,6 +15,7 @@ from engine.params import SamplingParams
 from engine.script import ScriptedProcessor
 from multiverse.attention import count_tokens
 from multiverse.check import token_counts
+from multiverse.data import EXAMPLES_DIR
 from multiverse.encode import encode_trace
 from multiverse.evaluation import Problem
 from multiverse.evaluation.analysis import counts_from_text
@@ -26,7 +27,7 @@ from multiverse.evaluation.runner import make_record
 from multiverse.structure import parse, serialise
 from multiverse.tiny import build_model
 
-EXAMPLES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "multiverse_examples", "*.xml")))
+EXAMPLES = sorted(glob.glob(os.path.join(EXAMPLES_DIR, "*.xml")))  # shipped in multiverse/data
 
 
 @pytest.mark.parametrize("n,c,k", [(5, 2, 1), (5, 2, 3), (6, 0, 2), (6, 6, 4), (7, 3, 7), (8, 1, 5)])
@@ -63,7 +64,6 @@ def test_cons_at_k_per_question() -> None:
     assert cons_at_k(rows, 5, lambda r, a: True, equivalent) is None  # fewer than k samples
 
 
-@pytest.mark.skipif(not EXAMPLES, reason="../shared/data/multiverse_examples not present")
 def test_counts_equal_the_core_on_reference_traces(tok) -> None:
     records, core = [], []
     for i, path in enumerate(EXAMPLES):

@@ -10,11 +10,11 @@ from hypothesis import strategies as st
 
 from multiverse.attention import layout
 from multiverse.encode import encode_trace
+from multiverse.data import EXAMPLES_DIR
 from multiverse.structure import StructureError, canonicalize, parse, sequential_twin, serialise
 from multiverse.tags import TAGS
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "multiverse_examples")
-REAL = [open(p, encoding="utf-8").read() for p in sorted(glob.glob(os.path.join(SHARED, "*.xml")))]
+REAL = [open(p, encoding="utf-8").read() for p in sorted(glob.glob(os.path.join(EXAMPLES_DIR, "*.xml")))]
 
 G1 = "<Goal><Outline>1: a</Outline></Goal>"
 CASES = [

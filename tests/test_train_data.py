@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from multiverse.encode import encode_trace
+from multiverse.data import EXAMPLES_DIR
 from multiverse.tiny import build_tokenizer
 from training.config import ConfigError, DataConfig, load_config
 from training.data import Example, load_examples, wrap_think
@@ -14,7 +15,7 @@ from training.encoding import IGNORE, EncodeStats, encode_all, encode_example, f
 from training.mixing import STAGES, curriculum, mix
 from training.tiny_assets import synthetic_rows, write_jsonl
 
-EXAMPLES = Path("/work/shared/data/multiverse_examples")
+EXAMPLES = EXAMPLES_DIR  # shipped in multiverse/data
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +145,6 @@ def test_block_size_truncation_really_applies(tokenizer) -> None:
     assert fit(full, DataConfig(block_size=10), stats) is None and stats.dropped_no_target == 1  # prompt only
 
 
-@pytest.mark.skipif(not EXAMPLES.is_dir(), reason="shared reference traces not present")
 def test_reference_traces_encode(tokenizer, tmp_path: Path) -> None:
     rows = [
         {"question": f"q{i}", "deepseek_thinking_trajectory_parallel": p.read_text(), "deepseek_attempt": "42"}

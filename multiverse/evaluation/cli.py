@@ -1,7 +1,7 @@
 """`multiverse eval`: accuracy with standard errors, parallelism, budget control and paired speed.
 
     multiverse eval --tasks remainders --limit 20                      # the shipped default model on its own task
-    multiverse eval --model PATH --tasks aime24,aime25 --data-dir ../shared/data --preset paper --out runs/eval
+    multiverse eval --model PATH --tasks aime24,aime25 --preset paper --out runs/eval   # data ship in multiverse/data
     multiverse eval --backend openai --url http://127.0.0.1:8000/v1 --model PATH --tasks math500 --limit 50
     multiverse eval --model PATH --baseline-model AR_PATH --budgets 1024,2048,4096 --budget-kind critical ...
     multiverse eval --tasks mine.jsonl --field question=problem,answer=solution --task-kind word ...
@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--tasks", default="remainders", help=f"comma-separated names ({', '.join(TASKS)}) and/or .jsonl/.parquet files")
     data.add_argument("--field", help="for task files: question=COLUMN,answer=COLUMN[,id=COLUMN]")
     data.add_argument("--task-kind", choices=KINDS, default="math", help="for task files (word: last number accepted)")
-    data.add_argument("--data-dir", help="directory with local copies (e.g. ../shared/data); default: the hub")
+    data.add_argument("--data-dir", help="directory with your own copies of the task files (default: the copies in "
+                      "multiverse/data, else the hub)")
     data.add_argument("--limit", type=int, help="first N questions per task")
     proto = parser.add_argument_group("protocol (flags win over --preset)")
     proto.add_argument("--preset", choices=list(PRESETS), default="none", help="paper: avg@16, T=0.6, top-p 0.95, critical budget")

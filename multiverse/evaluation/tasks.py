@@ -1,7 +1,7 @@
 """Benchmark tasks: where the problems come from and how their fields map to (id, question, gold answer).
 
-A named task loads from a local jsonl/parquet file (the project's `../shared/data` copies, or any file with the
-same fields) or from its Hugging Face hub data set; `remainders` is generated (the default model's own task: the
+A named task loads from a local jsonl/parquet file (`--data-dir`, else the copies shipped in `multiverse/data`,
+or any file with the same fields) or from its Hugging Face hub data set; `remainders` is generated (the default model's own task: the
 held-out split of `multiverse.demo.remainders`, the rows `python -m multiverse.demo.reproduce` evaluates); any other
 local file is a task through a field map (`question=problem,answer=solution_short,id=uid`).
 GPQA-Diamond is multiple choice: the four options are shuffled with a per-question seed and the gold is a letter.
@@ -72,7 +72,8 @@ def parse_fields(spec: str | None) -> dict[str, str]:
 
 
 def load_task(name: str, path: str | None = None, data_dir: str | None = None, limit: int | None = None) -> list[Problem]:
-    """Problems of a named task from `path`, else `data_dir/<local file>` when it exists, else the hub."""
+    """Problems of a named task from `path`, else `data_dir/<local file>` when it exists, else the package's copy
+    (multiverse/data), else the hub."""
     if name not in TASKS:
         raise UsageError(f"unknown task {name!r}; choose from {', '.join(TASKS)}, or give a .jsonl/.parquet file")
     task = TASKS[name]
@@ -133,8 +134,11 @@ def remainders_problems(n: int) -> list[Problem]:
 
 
 def _rows(task: Task, path: str | None, data_dir: str | None) -> list[dict[str, Any]]:
-    if path is None and data_dir is not None and task.local and os.path.exists(os.path.join(data_dir, task.local)):
-        path = os.path.join(data_dir, task.local)
+    from multiverse.data import DATA_DIR
+
+    for folder in (data_dir, DATA_DIR):  # --data-dir first, then the package's own copies (offline)
+        if path is None and folder is not None and task.local and os.path.exists(os.path.join(folder, task.local)):
+            path = os.path.join(folder, task.local)
     if path is not None:
         if not os.path.exists(path):
             raise UsageError(f"{task.name}: no such file {path}")
