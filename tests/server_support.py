@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from typing import Any
+
+import httpx
 
 from engine.server.config import ServerConfig
 from engine.server.launch import Server, bind
@@ -14,6 +17,10 @@ HEADERS = {"Authorization": f"Bearer {KEY}"}
 # a problem of the default model's task: it forks one path per name and answers 3+3+0+1 (greedy)
 QUESTION = [{"role": "user", "content": "Let A = 83 mod 5, B = 58 mod 5, C = 50 mod 5, D = 56 mod 5. Compute A+B+C+D."}]
 ANSWER = "7"
+# Requests and start-up on a loaded 2-core machine can take minutes: waits are bounded by the tests' own timeout
+# (pytest-timeout, pyproject), not by a guess of how fast the machine is.
+HTTP_TIMEOUT_S = 300.0
+READY_LIMIT_S = 540.0
 
 
 def start(lm: Any, **config: Any) -> Server:
@@ -57,6 +64,21 @@ def sse_events(lines: Any) -> list[Any]:
             payload = line[len("data: ") :]
             out.append(payload if payload == "[DONE]" else json.loads(payload))
     return out
+
+
+def wait_ready(proc: subprocess.Popen, url: str, limit: float = READY_LIMIT_S) -> None:
+    """Wait until the server process answers GET /health with 200. Readiness, not a start-up deadline: a loaded
+    machine only makes start-up slower, so this waits while the process lives (fails at once if it exits) and
+    gives up only at `limit`, the test's own timeout."""
+    deadline = time.monotonic() + limit
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the server at {url} never became ready (exit status {proc.poll()})")
 
 
 def wait_until(predicate: Any, timeout: float = 10.0) -> bool:

@@ -33,10 +33,12 @@ def test_no_machine_paths_in_the_readmes():
         assert not re.search(r"(?<![.\w])/(work|home|root|Users)/", text), readme  # ../shared, not a machine path
 
 
-def test_ci_runs_the_readme_test_command():
-    command = block_after("# multiverse", "bash").splitlines()[1]
-    assert "python -m pytest" in command
-    assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+def test_ci_runs_the_readme_commands_in_a_fresh_clone():
+    first, second = block_after("# multiverse", "bash").splitlines()[:2]
+    assert "multiverse generate" in first and "python -m pytest" in second
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert first in ci and second in ci
+    assert "git clone" in ci and "mktemp -d" in ci and "-m venv" in ci  # a temporary folder: no ../shared beside it
 
 
 def test_install_section_matches_the_pin():

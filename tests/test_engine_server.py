@@ -13,7 +13,9 @@ import pytest
 
 from engine.api import MultiverseLM
 from multiverse.demo import DEFAULT_MODEL
-from tests.server_support import ANSWER, HEADERS, KEY, QUESTION, post_raw, raw_request, sse_events, start, wait_until
+from tests.server_support import (
+    ANSWER, HEADERS, HTTP_TIMEOUT_S, KEY, QUESTION, post_raw, raw_request, sse_events, start, wait_until,
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +29,10 @@ def served(one_thread):
 
 @pytest.fixture(scope="module")
 def client(served):
-    return openai.OpenAI(base_url=served.url + "/v1", api_key=KEY, timeout=60, max_retries=0)
+    return openai.OpenAI(base_url=served.url + "/v1", api_key=KEY, timeout=HTTP_TIMEOUT_S, max_retries=0)
 
 
-def post(served, path, body, timeout=60):
+def post(served, path, body, timeout=HTTP_TIMEOUT_S):
     return httpx.post(served.url + path, json=body, headers=HEADERS, timeout=timeout)
 
 
@@ -49,7 +51,7 @@ def test_completion_chat_and_models(client):
 
 def test_stream_equals_the_final_text_and_ends_with_usage(served, client):
     whole = client.chat.completions.create(model="tiny", messages=QUESTION, max_tokens=600, temperature=0)
-    with httpx.stream("POST", served.url + "/v1/chat/completions", headers=HEADERS, timeout=60, json={
+    with httpx.stream("POST", served.url + "/v1/chat/completions", headers=HEADERS, timeout=HTTP_TIMEOUT_S, json={
         "model": "tiny", "messages": QUESTION, "max_tokens": 600, "temperature": 0, "stream": True,
         "stream_options": {"include_usage": True},
     }) as r:
@@ -69,7 +71,7 @@ def test_stop_strings_are_never_streamed_then_cut(served, stop):
     uncut = post(served, "/v1/chat/completions", body).json()["choices"][0]["message"]["content"]
     body["stop"] = [stop]
     final = post(served, "/v1/chat/completions", body).json()
-    with httpx.stream("POST", served.url + "/v1/chat/completions", headers=HEADERS, timeout=60, json={**body, "stream": True}) as r:
+    with httpx.stream("POST", served.url + "/v1/chat/completions", headers=HEADERS, timeout=HTTP_TIMEOUT_S, json={**body, "stream": True}) as r:
         chunks = [e for e in sse_events(r.iter_lines()) if e != "[DONE]"]
     pieces = [c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]]
     content = final["choices"][0]["message"]["content"]
@@ -96,7 +98,7 @@ BAD = [
 
 def test_bad_requests_get_400_naming_the_field_and_harm_no_neighbour(served):
     async def main():
-        async with httpx.AsyncClient(base_url=served.url, headers=HEADERS, timeout=60) as http:
+        async with httpx.AsyncClient(base_url=served.url, headers=HEADERS, timeout=HTTP_TIMEOUT_S) as http:
             good = asyncio.create_task(http.post("/v1/chat/completions", json={"messages": QUESTION, "max_tokens": 600, "temperature": 0}))
             bad = [http.post("/v1/completions", json=body) for body, _ in BAD]
             bad.append(http.post("/v1/chat/completions", json={"messages": 5}))
@@ -145,7 +147,7 @@ def test_disconnects_abort_and_free_the_kv_at_once(served):
     body = {"prompt": "Add each pair: 3+4.", "max_tokens": 3000, "ignore_eos": True, "temperature": 1.0, "max_paths": 1}
 
     async def main():
-        async with httpx.AsyncClient(base_url=served.url, headers=HEADERS, timeout=60) as http:
+        async with httpx.AsyncClient(base_url=served.url, headers=HEADERS, timeout=HTTP_TIMEOUT_S) as http:
             async def stream_then_leave():
                 async with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
                     async for _ in r.aiter_lines():
@@ -171,7 +173,7 @@ def test_192_concurrent_streams_get_no_connection_reset(served):
 
     async def main():
         limits = httpx.Limits(max_connections=256, max_keepalive_connections=0)
-        async with httpx.AsyncClient(base_url=served.url, headers=HEADERS, timeout=120, limits=limits) as http:
+        async with httpx.AsyncClient(base_url=served.url, headers=HEADERS, timeout=HTTP_TIMEOUT_S, limits=limits) as http:
             return await asyncio.gather(*[one(http) for _ in range(192)], return_exceptions=True)
 
     results = asyncio.run(main())

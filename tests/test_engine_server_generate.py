@@ -8,7 +8,7 @@ import pytest
 from engine.api import MultiverseLM
 from engine.params import SamplingParams
 from multiverse.demo import DEFAULT_MODEL
-from tests.server_support import HEADERS, KEY, QUESTION, start
+from tests.server_support import HEADERS, HTTP_TIMEOUT_S, KEY, QUESTION, start
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def served(one_thread):
 
 
 def generate(served, body):
-    return httpx.post(served.url + "/generate", json=body, headers=HEADERS, timeout=60)
+    return httpx.post(served.url + "/generate", json=body, headers=HEADERS, timeout=HTTP_TIMEOUT_S)
 
 
 def question_ids(served):

@@ -14,7 +14,7 @@ from engine.api import MultiverseLM
 from multiverse.cli import main
 from multiverse.demo import DEFAULT_MODEL
 from multiverse.tiny import build_model
-from tests.server_support import start, wait_until
+from tests.server_support import HTTP_TIMEOUT_S, start, wait_ready, wait_until
 
 
 class FailingLM(MultiverseLM):
@@ -34,7 +34,7 @@ def test_a_dead_engine_loop_fails_health_and_every_waiting_request(tok, one_thre
     body = {"prompt": "x", "max_tokens": 3000, "ignore_eos": True}
     try:
         async def main():
-            async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            async with httpx.AsyncClient(base_url=server.url, timeout=HTTP_TIMEOUT_S) as http:
                 async def stream():
                     async with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as r:
                         return [line async for line in r.aiter_lines() if line]
@@ -61,7 +61,7 @@ def test_graceful_shutdown_finishes_short_requests_aborts_long_ones_and_exits(to
 
     def read(name, body):
         try:
-            with httpx.stream("POST", server.url + "/v1/completions", json={**body, "stream": True}, timeout=30) as r:
+            with httpx.stream("POST", server.url + "/v1/completions", json={**body, "stream": True}, timeout=HTTP_TIMEOUT_S) as r:
                 results[name] = [line for line in r.iter_lines() if line]
         except httpx.HTTPError as err:  # the long stream is cut when the grace period ends
             results[name] = err
@@ -110,7 +110,7 @@ def test_small_prompts_are_not_blocked_behind_one_that_does_not_fit(tok, one_thr
             raise AssertionError("the server never reached the expected state")
 
         async def main():
-            async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+            async with httpx.AsyncClient(base_url=server.url, timeout=HTTP_TIMEOUT_S) as http:
                 started = asyncio.Event()
                 hog = asyncio.create_task(hog_stream(http, started))
                 await started.wait()
@@ -166,14 +166,8 @@ def test_the_serve_command_answers_and_stops_on_sigterm(tmp_path):
     try:
         url = f"http://127.0.0.1:{port}"
 
-        def up():
-            try:
-                return httpx.get(url + "/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        assert wait_until(up, timeout=60)
-        r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer k"}, timeout=60,
+        wait_ready(proc, url)
+        r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": "Bearer k"}, timeout=HTTP_TIMEOUT_S,
                        json={"messages": [{"role": "user", "content": "Add each pair: 2+3."}], "max_tokens": 200, "temperature": 0})
         assert r.status_code == 200 and r.json()["model"] == "multiverse"
         proc.send_signal(signal.SIGTERM)

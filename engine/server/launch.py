@@ -80,14 +80,17 @@ class Server:
             self.sock.close()
             log.info("stopped; KV pages in use: %d", self.state.lm.pool.num_used)
 
-    def start(self, timeout: float = 30.0) -> "Server":
-        """Serve from a background thread; returns once uvicorn accepts connections."""
+    def start(self, timeout: float | None = None) -> "Server":
+        """Serve from a background thread; returns once uvicorn accepts connections. Waits on readiness: as long
+        as the serving thread lives (a loaded machine only makes it slower), or at most `timeout` seconds."""
         self._thread = threading.Thread(target=self.run, name="multiverse-http", daemon=True)
         self._thread.start()
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self.uvicorn.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("the server did not start")
+            if not self._thread.is_alive():
+                raise RuntimeError("the server did not start (its thread ended)")
+            if deadline is not None and time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start within {timeout} s")
             time.sleep(0.01)
         return self
 
