@@ -117,9 +117,10 @@ class MultiverseLM:
     def check_integrity(self) -> None:
         self.backend.check_integrity()
 
-    def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt: text, chat messages (the tokenizer's template), or ids in the vocabulary."""
-        return self.backend.encode_prompt(prompt)
+    def encode_prompt(self, prompt: Prompt, max_chars: int | None = None) -> list[int]:
+        """Token ids of a prompt: text, chat messages (the tokenizer's template), or ids in the vocabulary.
+        With max_chars, text longer than that (after the chat template) raises PromptTooLong untokenized."""
+        return self.backend.encode_prompt(prompt, max_chars)
 
 
 __all__ = ["EngineConfig", "EngineError", "MultiverseLM", "RequestOutput", "SamplingParams"]

@@ -29,6 +29,20 @@ Prompt = str | list[int] | list[dict[str, str]]
 Sink = Callable[[Event], None]
 
 
+class PromptTooLong(ValueError):
+    """A prompt text longer than the caller's character cap; it was not tokenized."""
+
+    def __init__(self, chars: int, limit: int) -> None:
+        super().__init__(f"prompt: {chars} characters, more than the {limit} allowed")
+        self.chars, self.limit = chars, limit
+
+
+def _short_enough(text: str, max_chars: int | None) -> str:
+    if max_chars is not None and len(text) > max_chars:
+        raise PromptTooLong(len(text), max_chars)
+    return text
+
+
 class Driver:
     def __init__(self, tokenizer: Any, config: EngineConfig, vocab: StructureVocab, codec: TextCodec, scheduler: Scheduler) -> None:
         self.tokenizer, self.config, self.vocab, self.codec, self.scheduler = tokenizer, config, vocab, codec, scheduler
@@ -89,18 +103,19 @@ class Driver:
     def check_integrity(self) -> None:
         self.scheduler.check_integrity()
 
-    def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt: text, chat messages (the tokenizer's template), or ids in the vocabulary."""
+    def encode_prompt(self, prompt: Prompt, max_chars: int | None = None) -> list[int]:
+        """Token ids of a prompt: text, chat messages (the tokenizer's template), or ids in the vocabulary.
+        With max_chars, text longer than that (after the chat template) raises PromptTooLong untokenized."""
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("prompt: empty string")
-            return list(self.tokenizer(prompt)["input_ids"])
+            return list(self.tokenizer(_short_enough(prompt, max_chars))["input_ids"])
         if not isinstance(prompt, (list, tuple)):
             raise TypeError(f"prompt: a string, a list of token ids or a list of chat messages, got {type(prompt).__name__}")
         if not prompt:
             raise ValueError("prompt: empty list")
         if all(isinstance(m, dict) for m in prompt):
-            return self._encode_chat(list(prompt))
+            return self._encode_chat(list(prompt), max_chars)
         vocab = len(self.tokenizer)
         for i, t in enumerate(prompt):
             if isinstance(t, bool) or not isinstance(t, int):
@@ -110,7 +125,7 @@ class Driver:
         return list(prompt)
 
     # ------------------------------------------------------------------ internals
-    def _encode_chat(self, messages: list[dict[str, Any]]) -> list[int]:
+    def _encode_chat(self, messages: list[dict[str, Any]], max_chars: int | None = None) -> list[int]:
         for i, m in enumerate(messages):
             if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
                 raise TypeError(f"prompt[{i}]: a chat message needs a string 'role' and a string 'content', got {m!r}")
@@ -118,7 +133,7 @@ class Driver:
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         except Exception as err:  # noqa: BLE001 - templates raise anything (e.g. jinja's TemplateError on role order)
             raise ValueError(f"prompt: the chat template rejected the messages: {err}") from err
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(_short_enough(text, max_chars), add_special_tokens=False)["input_ids"])
 
     def _prepare(self, prompt: Prompt, params: SamplingParams | None, sink: Sink | None) -> Request:
         if params is None:

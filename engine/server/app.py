@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -14,10 +13,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from engine.server import errors
+from engine.server.admission import Admission
 from engine.server.config import ServerConfig
 from engine.server.engine_client import EngineClient
+from engine.server.errors import APIError
+from engine.server.frontdoor import FrontDoor, reply
 from engine.server.generate_api import router as generate_router
+from engine.server.limits import Limits
 from engine.server.metrics import Metrics
+from engine.server.offload import Offload
 from engine.server.openai_api import router as openai_router
 
 log = logging.getLogger("multiverse.serve")
@@ -31,7 +35,15 @@ class ServerState:
     client: EngineClient
     config: ServerConfig
     metrics: Metrics
+    limits: Limits
+    offload: Offload  # the worker threads for tokenizing and decoding
+    admission: Admission  # requests in flight (the front door holds a ticket per request)
     started: int = field(default_factory=lambda: int(time.time()))
+
+    @classmethod
+    def build(cls, lm: Any, config: ServerConfig, client: EngineClient, metrics: Metrics) -> "ServerState":
+        limits = Limits.derive(config, lm)
+        return cls(lm, client, config, metrics, limits, Offload(config.cpu_workers), Admission(limits, metrics))
 
 
 def build_app(state: ServerState) -> FastAPI:
@@ -55,7 +67,8 @@ def build_app(state: ServerState) -> FastAPI:
     async def unknown(path: str, request: Request) -> JSONResponse:
         return errors.error_response(404, f"no route {request.method} /{path}")
 
-    app.add_middleware(Gate, state=state)
+    app.add_middleware(FrontDoor, admission=state.admission, limits=state.limits, metrics=state.metrics)
+    app.add_middleware(Gate, state=state)  # added last: the outer one (the key is checked before the body is read)
     return app
 
 
@@ -80,7 +93,7 @@ class Gate:
 
         try:
             if self.expected and path.startswith(_PROTECTED) and _header(scope, b"authorization") != self.expected:
-                await _reject(tracked)
+                await reply(tracked, APIError(401, "missing or wrong API key (send Authorization: Bearer <key>)"))
             else:
                 await self.app(scope, receive, tracked)
         finally:
@@ -97,9 +110,3 @@ class Gate:
 def _header(scope: dict, name: bytes) -> bytes | None:
     return next((v for k, v in scope.get("headers", []) if k == name), None)
 
-
-async def _reject(send: Any) -> None:
-    body = json.dumps(errors.error_body(401, "missing or wrong API key (send Authorization: Bearer <key>)")).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": 401, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -39,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-pages", type=int, default=2048, help="KV pool pages")
     parser.add_argument("--page-size", type=int, default=16, help="token slots per KV page")
     parser.add_argument("--max-running", type=int, default=64, help="requests decoding at once (others wait)")
+    parser.add_argument("--max-waiting", type=int, default=256,
+                        help="requests held beyond --max-running (being tokenized or queued); past it, 503 + Retry-After")
+    parser.add_argument("--max-body-bytes", type=int, default=None,
+                        help="request body cap, answered 413 before the body is read (default: 64 bytes per context "
+                        "position, at least 1 MiB)")
     parser.add_argument("--shutdown-timeout", type=float, default=10.0,
                         help="seconds running requests may finish after SIGINT/SIGTERM before they are aborted")
     add_backend_arguments(parser)
@@ -53,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
         lm = _build(args)
         config = ServerConfig(
             model_name=args.served_model_name, max_model_len=_context(args, lm), default_max_tokens=args.default_max_tokens,
-            api_key=args.api_key or None, shutdown_timeout_s=args.shutdown_timeout,
+            api_key=args.api_key or None, shutdown_timeout_s=args.shutdown_timeout, max_waiting=args.max_waiting,
+            max_body_bytes=args.max_body_bytes,
         )
     except BaseException:
         sock.close()
@@ -73,7 +79,8 @@ def check_args(args: argparse.Namespace) -> None:
     for flag, value, low in [("--max-model-len", args.max_model_len, 2), ("--default-max-tokens", args.default_max_tokens, 1),
                              ("--num-pages", args.num_pages, 2), ("--page-size", args.page_size, 1),
                              ("--max-running", args.max_running, 1), ("--max-paths", args.max_paths, 1),
-                             ("--max-depth", args.max_depth, 1), ("--shutdown-timeout", args.shutdown_timeout, 0)]:
+                             ("--max-depth", args.max_depth, 1), ("--shutdown-timeout", args.shutdown_timeout, 0),
+                             ("--max-waiting", args.max_waiting, 0), ("--max-body-bytes", args.max_body_bytes, 1)]:
         if value is not None and value < low:
             raise UsageError(f"{flag} {value}: must be >= {low}")
 

@@ -11,9 +11,14 @@ class ServerConfig:
     default_max_tokens: int = 256  # max_tokens when a request gives none
     api_key: str | None = None  # when set, /v1/* and /generate need "Authorization: Bearer <key>"
     shutdown_timeout_s: float = 10.0  # running requests may finish this long after a stop signal; then aborted
+    max_waiting: int = 256  # requests held beyond the engine's max_running (preparing or queued); more get 503
+    max_body_bytes: int | None = None  # request body cap (413); None: 64 bytes per context position, >= 1 MiB
+    max_prompt_chars: int | None = None  # longer prompt text is refused untokenized; None: derived (limits.py)
+    cpu_workers: int = 4  # threads that tokenize and detokenize off the event loop
 
     def __post_init__(self) -> None:
-        if self.max_model_len < 2:
-            raise ValueError(f"ServerConfig.max_model_len must be >= 2, got {self.max_model_len}")
-        if self.default_max_tokens < 1:
-            raise ValueError(f"ServerConfig.default_max_tokens must be >= 1, got {self.default_max_tokens}")
+        for name, low in (("max_model_len", 2), ("default_max_tokens", 1), ("max_waiting", 0), ("cpu_workers", 1),
+                          ("max_body_bytes", 1), ("max_prompt_chars", 1)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ValueError(f"ServerConfig.{name} must be >= {low}, got {value}")

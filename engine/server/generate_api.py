@@ -21,7 +21,7 @@ from engine.stops import StopHit, cut_at_stop
 from engine.server.engine_client import Done, Failed
 from engine.server.errors import error_response
 from engine.server.generate_protocol import GenerateRequest, GenerateSampling
-from engine.server.prepare import check_context, critical_cap, encode, sampling_params
+from engine.server.prepare import critical_cap, encode, sampling_params
 from engine.server.waiting import wait_all_or_disconnect
 
 router = APIRouter()
@@ -30,13 +30,8 @@ router = APIRouter()
 @router.api_route("/generate", methods=["POST", "PUT"])
 async def generate(body: GenerateRequest, request: Request) -> Any:
     state = request.app.state.mv
-    jobs = []
-    for i in range(body.batch_size):
-        prompt, sampling, want_lp, rid = body.item(i)
-        param = ("text" if body.text is not None else "input_ids") + (f"[{i}]" if body.is_batch else "")
-        ids = encode(state.lm, prompt, param)
-        check_context(ids, state.config, param)
-        jobs.append((ids, _params(sampling, want_lp, ids, state.config), sampling, want_lp, rid or uuid.uuid4().hex))
+    request.state.ticket.grow(body.batch_size - 1)  # the front door holds one slot; a batch holds one per input
+    jobs = await state.offload.run(request, _prepare, state, body)
     request.state.log = {"id": jobs[0][4], "prompt_tokens": sum(len(j[0]) for j in jobs), "completion_tokens": 0}
     started = time.perf_counter()
     handles = [state.client.submit(ids, params) for ids, params, *_ in jobs]
@@ -47,9 +42,24 @@ async def generate(body: GenerateRequest, request: Request) -> Any:
     if failed is not None:
         return error_response(failed.status, failed.message)
     latency = time.perf_counter() - started
-    items = [_item(done, job, state.lm.tokenizer, latency) for done, job in zip(results, jobs)]
+    items = await state.offload.run(None, _items, results, jobs, state.lm.tokenizer, latency)
     request.state.log["completion_tokens"] = sum(len(it["output_ids"]) for it in items)
     return items if body.is_batch else items[0]
+
+
+def _prepare(state: Any, body: GenerateRequest) -> list[tuple]:
+    """(ids, params, sampling, want_lp, rid) per input (a worker thread runs this: it tokenizes)."""
+    jobs = []
+    for i in range(body.batch_size):
+        prompt, sampling, want_lp, rid = body.item(i)
+        param = ("text" if body.text is not None else "input_ids") + (f"[{i}]" if body.is_batch else "")
+        ids = encode(state.lm, prompt, param, state.config, state.limits.prompt_chars)
+        jobs.append((ids, _params(sampling, want_lp, ids, state.config), sampling, want_lp, rid or uuid.uuid4().hex))
+    return jobs
+
+
+def _items(results: list[Done], jobs: list[tuple], tokenizer: Any, latency: float) -> list[dict[str, Any]]:
+    return [_item(done, job, tokenizer, latency) for done, job in zip(results, jobs)]
 
 
 def _params(s: GenerateSampling, want_lp: bool, ids: list[int], config: Any) -> SamplingParams:

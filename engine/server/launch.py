@@ -62,7 +62,7 @@ class Server:
         self.url = f"http://{host}:{port}"
         metrics = Metrics(lm.pool.num_pages)
         self.client = EngineClient(lm, metrics)
-        self.state = ServerState(lm, self.client, config, metrics)
+        self.state = ServerState.build(lm, config, self.client, metrics)
         uv = uvicorn.Config(
             build_app(self.state), log_level="warning", access_log=False, lifespan="off", backlog=BACKLOG,
             timeout_graceful_shutdown=config.shutdown_timeout_s,
@@ -77,6 +77,7 @@ class Server:
             self.uvicorn.run(sockets=[self.sock])
         finally:
             self.client.close()  # aborts anything still running, then stops the engine thread
+            self.state.offload.close()
             self.sock.close()
             log.info("stopped; KV pages in use: %d", self.state.lm.pool.num_used)
 

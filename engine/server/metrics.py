@@ -32,6 +32,9 @@ class Metrics:
         self.merges = Counter(f"{p}_merges", "blocks merged back", registry=r)
         self.aborts = Counter(f"{p}_aborts", "requests aborted (client gone, shutdown)", registry=r)
         self.finish = Counter(f"{p}_finished_requests", "finished engine requests by engine finish reason", ["reason"], registry=r)
+        self.in_flight = Gauge(f"{p}_requests_in_flight", "requests the server holds: preparing, waiting or running", registry=r)
+        self.rejections = Counter(f"{p}_rejected_requests", "requests refused at the front door, by reason "
+                                  "(queue_full: 503, body_too_large: 413)", ["reason"], registry=r)
         self.ttft = Histogram(f"{p}_time_to_first_token_seconds", "submission to first sampled token", buckets=_LATENCY_BUCKETS, registry=r)
         self.e2e = Histogram(f"{p}_request_latency_seconds", "submission to finish", buckets=_LATENCY_BUCKETS, registry=r)
 
@@ -56,6 +59,9 @@ class Metrics:
         self.e2e.observe(now - job.submitted_at)
 
     # event loop
+    def rejected(self, reason: str) -> None:
+        self.rejections.labels(reason).inc()
+
     def answered(self, route: str, status: int) -> None:
         self.requests.labels(route, str(status)).inc()
 

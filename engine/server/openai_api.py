@@ -1,6 +1,7 @@
 """Routes of the OpenAI-compatible API: thin (validate, prepare, hand to the engine client, answer).
 
-Disconnects abort: a stream's generator is cancelled when its client goes away, a plain request waits for
+Tokenizing and building a whole answer run on the worker threads (offload.py); the front door (frontdoor.py)
+has capped the body and the requests in flight before a route runs. Disconnects abort: a stream's generator is cancelled when its client goes away, a plain request waits for
 its result and for `http.disconnect` at once (waiting.py); either way `handle.close()` runs in a `finally`.
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from starlette.background import BackgroundTask
 from engine.server import openai_format as fmt
 from engine.server.engine_client import Delta, Done, Failed, JobHandle
 from engine.server.errors import error_body, error_response
-from engine.server.prepare import check_context, check_model, critical_cap, encode, sampling_params
+from engine.server.prepare import check_model, critical_cap, encode, sampling_params
 from engine.server.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 from engine.server.streaming import TextStream
 from engine.server.waiting import wait_all_or_disconnect
@@ -49,8 +50,7 @@ async def _serve(request: Request, body: SamplingFields, chat: bool) -> Any:
     check_model(body.model, state.config)
     param = "messages" if chat else "prompt"
     prompt = [m.as_template_input() for m in body.messages] if chat else body.prompt
-    ids = encode(state.lm, prompt, param)
-    check_context(ids, state.config, param)
+    ids = await state.offload.run(request, encode, state.lm, prompt, param, state.config, state.limits.prompt_chars)
     budget = body.token_budget if chat else body.max_tokens
     params = sampling_params(
         max_new_tokens=budget if budget is not None else state.config.default_max_tokens,
@@ -79,7 +79,7 @@ async def _serve(request: Request, body: SamplingFields, chat: bool) -> Any:
     results = await wait_all_or_disconnect([handle], request)
     if results is None:  # the client went away (its job was aborted); nobody reads this answer
         return JSONResponse({}, status_code=499)
-    return reply.whole(results[0])
+    return await state.offload.run(None, reply.whole, results[0])  # decoding logprobs is CPU work too
 
 
 class _Reply:

@@ -6,21 +6,32 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.driver import PromptTooLong
 from engine.params import SamplingParams
 from engine.server.config import ServerConfig
 from engine.server.errors import APIError
 
 
-def encode(lm: Any, prompt: Any, param: str) -> list[int]:
-    """Token ids of a text, an id list or chat messages; a chat template that refuses them is a 400."""
+def encode(lm: Any, prompt: Any, param: str, config: ServerConfig, max_chars: int | None = None) -> list[int]:
+    """Token ids of a text, an id list or chat messages, checked against the context (a worker thread runs
+    this). Text over max_chars is refused untokenized; a chat template that refuses the messages is a 400."""
     try:
-        ids = lm.encode_prompt(prompt)
+        ids = lm.encode_prompt(prompt, max_chars=max_chars)
+    except PromptTooLong as err:
+        raise APIError(
+            400,
+            f"{param}: this model's maximum context length is {config.max_model_len} tokens, and no prompt text "
+            f"longer than {err.limit} characters can fit it; this one has {err.chars} characters (refused untokenized)",
+            param,
+            "context_length_exceeded",
+        ) from err
     except (TypeError, ValueError) as err:
         raise APIError(400, f"{param}: {err}", param) from err
     except Exception as err:  # noqa: BLE001 - e.g. a template enforcing role order raises TemplateError
         raise APIError(400, f"{param}: the chat template refused them ({type(err).__name__}: {err})", param) from err
     if not ids:
         raise APIError(400, f"{param}: encodes to no tokens", param)
+    check_context(ids, config, param)
     return ids
 
 

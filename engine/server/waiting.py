@@ -6,13 +6,14 @@ import asyncio
 from fastapi import Request
 
 from engine.server.engine_client import Done, Failed, JobHandle
+from engine.server.offload import disconnected
 
 
 async def wait_all_or_disconnect(handles: list[JobHandle], request: Request) -> list[Done | Failed] | None:
     """Every job's result, or None as soon as the client disconnects. Every handle is closed on the way out,
     so unfinished jobs are aborted (their KV freed at once) whichever way this returns or is cancelled."""
     results = asyncio.ensure_future(asyncio.gather(*(h.result() for h in handles)))
-    gone = asyncio.ensure_future(_disconnect(request))
+    gone = asyncio.ensure_future(disconnected(request))
     try:
         done, _ = await asyncio.wait({results, gone}, return_when=asyncio.FIRST_COMPLETED)
         return list(results.result()) if results in done else None
@@ -22,8 +23,3 @@ async def wait_all_or_disconnect(handles: list[JobHandle], request: Request) -> 
         for handle in handles:
             handle.close()
 
-
-async def _disconnect(request: Request) -> None:
-    """Returns when the ASGI server reports http.disconnect (the body was read already)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
