@@ -38,6 +38,7 @@ class Branch:
     num_shared_pages: int = 0
     tokens: list[int] = field(default_factory=list)  # this branch's own tokens, forced and sampled, in order
     logprobs: list[float | None] = field(default_factory=list)  # None at forced tokens
+    entropies: list[float] = field(default_factory=list)  # of the model's distribution at each sampled token
     forks: list[tuple[int, list["Branch"]]] = field(default_factory=list)  # (len(tokens) at fork, children)
     pending_ids: list[int] = field(default_factory=list)
     pending_pos: list[int] = field(default_factory=list)

@@ -52,8 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cast the weights (unset: as stored)")
     parser.add_argument("--no-live", action="store_true", help="no live view; print the text at the end")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    from engine import controls
     from engine.backend import add_backend_arguments
 
+    controls.add_arguments(parser)
     add_backend_arguments(parser)
 
 
@@ -72,6 +74,12 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--script {args.script}: no such file")
     if args.raw and not args.prompt.strip():
         raise UsageError("the prompt is empty (a raw prompt must hold at least one token)")
+    from engine import controls
+
+    try:
+        controls.from_arguments(args)
+    except (TypeError, ValueError) as err:
+        raise UsageError(str(err).replace("SamplingParams.", "--").replace("_", "-")) from err
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(output.text, markup=False, highlight=False)
     console.print(stats_table(output))
     if args.json:
-        print(json.dumps({k: v for k, v in asdict(output).items() if k != "prompt_token_ids"}))
+        print(json.dumps({**{k: v for k, v in asdict(output).items() if k != "prompt_token_ids"}, "stats": output.stats.as_dict()}))
     return 0
 
 
@@ -142,6 +150,7 @@ def _build(args: argparse.Namespace) -> MultiverseLM:
 
 
 def _params(args: argparse.Namespace, lm: MultiverseLM, prompt) -> SamplingParams:  # noqa: ANN001
+    from engine import controls
     from engine.params import SamplingParams
 
     processors = []
@@ -163,6 +172,7 @@ def _params(args: argparse.Namespace, lm: MultiverseLM, prompt) -> SamplingParam
         seed=args.seed,
         stop=tuple(args.stop),
         logits_processors=processors,
+        **controls.from_arguments(args),
     )
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from engine import controls
+
 # A logits processor gets the branch's visible token ids (read-only) and its logits [vocab]; returns logits.
 LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
@@ -46,6 +48,14 @@ class SamplingParams:
     max_paths: int | None = None  # tighter than the engine's limit, for this request only
     max_depth: int | None = None
     parallel: bool = True  # False: never fork while decoding (the prompt keeps the Multiverse layout)
+    # Decoding controls (engine/controls.py has the table); every one is off by default.
+    fork_threshold: float | None = None  # a drawn <Parallel> stays only when its probability is >= this
+    fork_bias: float = 0.0  # added to the <Parallel> logit
+    max_concurrent_paths: int | None = None  # paths of one block decoding at once (exact)
+    path_rule: str | None = None  # "factor": the concurrency from the outlines' confidences (exact)
+    path_factor: float | None = None  # f of the factor rule
+    structure: str = "free"  # "constrained": tokens that break the structure are masked
+    merge: str = "reuse"  # "refresh": joined paths re-encoded causally before <Conclusion>
 
     def __post_init__(self) -> None:
         _int("max_new_tokens", self.max_new_tokens, 1, MAX_INT)
@@ -71,6 +81,8 @@ class SamplingParams:
         if not all(callable(p) for p in processors):
             raise _error("logits_processors", self.logits_processors, "must hold callables", TypeError)
         self._set("logits_processors", processors)
+        for name, value in controls.check({n: getattr(self, n) for n in controls.NAMES}).items():
+            self._set(name, value)
 
     def _set(self, name: str, value: Any) -> None:
         object.__setattr__(self, name, value)

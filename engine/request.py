@@ -46,6 +46,8 @@ class Request:
     prompt_position: int = -1  # position of the last prompt token (len - 1 unless the prompt holds blocks)
     fallbacks: list[str] = field(default_factory=list)
     num_preemptions: int = 0
+    fork_proposals: int = 0  # <Parallel> drawn (engine/fork_gate.py)
+    fork_accepted: int = 0  # of those, kept (at or over fork_threshold)
     start_time: float = field(default_factory=time.perf_counter)
     end_time: float | None = None
     output: RequestOutput | None = None
@@ -59,7 +61,15 @@ class Request:
         self.phase = Phase.RUNNING
         self.num_generated = self.num_forks = self.num_merges = 0
         self.max_position, self.fallbacks, self.finish_reason = -1, [], None
+        self.fork_proposals = self.fork_accepted = 0
         return self.root
+
+    def note_draw(self, branch: Branch, draw: Any) -> None:  # engine.sampling.Draw
+        """Telemetry of one sampled token: its entropy on the branch, a fork proposal and its fate."""
+        branch.entropies.append(draw.entropy)
+        if draw.fork is not None:
+            self.fork_proposals += 1
+            self.fork_accepted += int(draw.fork)
 
     def generator_for(self, label: str) -> torch.Generator:
         """Each branch draws from its own stream, keyed by (seed, label): batch composition cannot change it."""
@@ -113,6 +123,8 @@ class Request:
             fallbacks=list(self.fallbacks),
             num_preemptions=self.num_preemptions,
             merges_exact=self.num_merges,  # the native merge absorbs the children's KV as computed
+            fork_proposals=self.fork_proposals,
+            fork_accepted=self.fork_accepted,
         )
         tree = [self._info(b, codec.raw) for b in self.branches()]
         return RequestOutput(
@@ -132,7 +144,9 @@ class Request:
     def _info(self, branch: Branch, decode) -> BranchInfo:  # noqa: ANN001
         own = branch.tokens[len(self.prompt_ids) :] if branch.parent is None else branch.tokens
         reason = branch.finish_reason if branch.parent is not None else self.finish_reason
-        return BranchInfo(branch.label, decode(own), len(own), reason, branch.depth)
+        h = branch.entropies
+        mean, peak = (sum(h) / len(h), max(h)) if h else (None, None)
+        return BranchInfo(branch.label, decode(own), len(own), reason, branch.depth, mean, peak)
 
 
 def close_open_paths(root: Branch, path_close: int, reason: str) -> None:

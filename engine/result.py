@@ -1,7 +1,8 @@
 """What a finished request returns: text, merged token ids, logprobs, the branch tree and stats (SPEC §7)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -11,6 +12,8 @@ class BranchInfo:
     num_tokens: int
     finish_reason: str | None  # path_end | eos | stop | length | ... ; None for the root while it decodes
     depth: int
+    mean_entropy: float | None = None  # nats, over the tokens this branch sampled (None: it sampled none)
+    max_entropy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,17 @@ class Stats:
     merges_recomputed: int = 0
     merges_reissued: int = 0
     merge_prefill_tokens: list[int] = field(default_factory=list)  # per merge call: prompt - cached tokens
+    fork_proposals: int = 0  # <Parallel> drawn by any branch (engine/fork_gate.py)
+    fork_accepted: int = 0  # of those, kept (fork_threshold met, or no threshold)
+
+    @property
+    def fork_acceptance_rate(self) -> float | None:
+        """Kept / proposed forks; None when the model never drew <Parallel>."""
+        return self.fork_accepted / self.fork_proposals if self.fork_proposals else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every field plus the derived fork acceptance rate (what JSON answers carry)."""
+        return {**asdict(self), "fork_acceptance_rate": self.fork_acceptance_rate}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Token choice per branch: processors, greedy / temperature / top-k / top-p, and raw logprobs.
+"""Token choice per branch: processors, fork controls, greedy / temperature / top-k / top-p, raw logprobs, entropy.
 
 Randomness comes only from the branch's own torch.Generator (seeded from the request seed and the branch
 label), one uniform draw per sampled token, so a request's output does not depend on what else is batched.
@@ -11,18 +11,33 @@ drawn before any batched work, so a batched draw that fails can be redone row by
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
+from engine import fork_gate
 from engine.branch import Branch
 from engine.params import SamplingParams
 
-Choice = tuple[int, float] | Exception  # (token id, raw logprob), or what went wrong for this row
+
+class Draw(NamedTuple):
+    token: int
+    logprob: float  # under the model's unmodified distribution
+    entropy: float  # nats, of the model's unmodified distribution at this position
+    fork: bool | None  # None: no <Parallel> drawn; True: drawn and kept; False: drawn, vetoed by fork_threshold
 
 
-def sample(logits: torch.Tensor, branches: Sequence[Branch], params: Sequence[SamplingParams]) -> list[Choice]:
-    """logits [S, V] float32, one row per sampling branch -> one Choice per row."""
+Choice = Draw | Exception  # what went wrong for this row, or its token
+
+
+def sample(
+    logits: torch.Tensor, branches: Sequence[Branch], params: Sequence[SamplingParams], parallel_id: int | None = None
+) -> list[Choice]:
+    """logits [S, V] float32, one row per sampling branch -> one Choice per row.
+
+    `parallel_id`: the `<Parallel>` tag, for the fork controls (engine/fork_gate.py)."""
     raw_logp = torch.log_softmax(logits, dim=-1)
+    entropy = torch.special.entr(raw_logp.exp()).sum(dim=-1).tolist()  # [S]
     work = logits
     faults: dict[int, Exception] = {}
     if any(p.logits_processors for p in params):
@@ -33,10 +48,28 @@ def sample(logits: torch.Tensor, branches: Sequence[Branch], params: Sequence[Sa
                     work[r] = _checked(processor(branch.visible, work[r]), logits.shape[1])
             except Exception as err:  # noqa: BLE001 - the fault belongs to this row's request only
                 faults[r] = err
-    tokens = work.argmax(dim=-1)
+    work = fork_gate.add_bias(work, logits, params, parallel_id)
     drawn = [r for r, p in enumerate(params) if not p.greedy and r not in faults]
+    u = torch.tensor([float(torch.rand((), generator=branches[r].generator)) for r in drawn], dtype=torch.float32)
+    tokens = _choose(work, params, drawn, u, faults)
+    forks = fork_gate.judge(work, tokens.tolist(), params, parallel_id)
+    vetoed = [r for r, kept in forks.items() if not kept and r not in faults]
+    if vetoed:  # <Parallel> masked in these rows; each draws again with its own uniform
+        work = work.clone() if work is logits else work
+        work[vetoed, parallel_id] = float("-inf")
+        again = _choose(work[vetoed], [params[r] for r in vetoed], [i for i, r in enumerate(vetoed) if r in drawn],
+                        u[[drawn.index(r) for r in vetoed if r in drawn]], {})
+        tokens[vetoed] = again
+    chosen = raw_logp.gather(1, tokens[:, None])[:, 0].tolist()
+    return [faults.get(r, Draw(t, lp, entropy[r], forks.get(r))) for r, (t, lp) in enumerate(zip(tokens.tolist(), chosen))]
+
+
+def _choose(
+    work: torch.Tensor, params: Sequence[SamplingParams], drawn: list[int], u: torch.Tensor, faults: dict[int, Exception]
+) -> torch.Tensor:
+    """Tokens [S]: argmax in greedy rows, a draw with the row's uniform (u aligned with `drawn`) in the others."""
+    tokens = work.argmax(dim=-1)
     if drawn:
-        u = torch.tensor([float(torch.rand((), generator=branches[r].generator)) for r in drawn], dtype=torch.float32)
         rows, ps = [work[r] for r in drawn], [params[r] for r in drawn]
         try:
             tokens[drawn] = _draw(rows, ps, u)
@@ -46,8 +79,7 @@ def sample(logits: torch.Tensor, branches: Sequence[Branch], params: Sequence[Sa
                     tokens[r] = _draw([rows[i]], [ps[i]], u[i : i + 1])[0]
                 except Exception as err:  # noqa: BLE001
                     faults[r] = err
-    chosen = raw_logp.gather(1, tokens[:, None])[:, 0].tolist()
-    return [faults.get(r, (t, lp)) for r, (t, lp) in enumerate(zip(tokens.tolist(), chosen))]
+    return tokens
 
 
 def _checked(out: object, vocab: int) -> torch.Tensor:

@@ -98,14 +98,15 @@ class Scheduler:
                 branch.pending_ids.clear()
                 branch.pending_pos.clear()
                 branch.prefill_mask = None
-            choices = sample(logits, [b for _, b in samplers], [r.params for r, _ in samplers])
+            choices = sample(logits, [b for _, b in samplers], [r.params for r, _ in samplers], self.vocab.tags.parallel_open)
             for (request, branch), choice in zip(samplers, choices):
                 if request.phase is not Phase.RUNNING:
                     continue
                 try:
                     if isinstance(choice, Exception):
                         raise choice
-                    self._on_token(request, branch, *choice)
+                    request.note_draw(branch, choice)
+                    self._on_token(request, branch, choice.token, choice.logprob)
                 except Exception as err:  # noqa: BLE001 - this request's fault: it alone ends
                     self._fail(request, err)
         return self._retire(finished)

@@ -58,6 +58,7 @@ def stats_table(out: RequestOutput) -> Table:
         ("critical path", str(s.critical_path)),
         ("degree of parallelism", f"{s.degree_of_parallelism:.2f}"),
         ("forks / merges", f"{s.num_forks} / {s.num_merges}"),
+        ("<Parallel> kept / drawn", f"{s.fork_accepted} / {s.fork_proposals}"),
         ("fallbacks", ", ".join(s.fallbacks) or "-"),
         ("wall time", f"{s.wall_time_s:.2f} s"),
         ("tokens/s", f"{s.tokens_per_s:.1f}"),

@@ -66,6 +66,7 @@ async def _serve(request: Request, body: SamplingFields, chat: bool) -> Any:
         logprobs=body.logprobs if chat else body.logprobs is not None,
         max_paths=body.max_paths,
         max_depth=body.max_depth,
+        **body.multiverse.model_dump(),
     )
     rid = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
     request.state.log = {"id": rid, "prompt_tokens": len(ids), "completion_tokens": 0}

@@ -27,7 +27,7 @@ def extension(output: RequestOutput, raw_text: str) -> dict[str, Any]:
         "raw_text": raw_text,
         "finish_reason": output.finish_reason,
         "tree": [asdict(b) for b in output.tree],
-        "stats": asdict(output.stats),
+        "stats": output.stats.as_dict(),
         "seed": output.seed,
     }
 

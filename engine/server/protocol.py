@@ -2,7 +2,7 @@
 
 Unknown fields are ignored (clients send many optional ones); fields we cannot honour are accepted only at
 their neutral value and otherwise rejected by name. The Multiverse extensions (`max_critical_tokens`,
-`max_paths`, `max_depth`) and vLLM's (`top_k`, `ignore_eos`, `stop_token_ids`, `skip_special_tokens`,
+`max_paths`, `max_depth`, and the decoding controls under `multiverse`) and vLLM's (`top_k`, `ignore_eos`, `stop_token_ids`, `skip_special_tokens`,
 `include_stop_str_in_output`) sit beside the OpenAI fields.
 """
 from __future__ import annotations
@@ -32,6 +32,20 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool = False
 
 
+class MultiverseOptions(BaseModel):
+    """The decoding controls of engine/controls.py, sent as `"multiverse": {...}` in a request body."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt control is an error naming it, not silently ignored
+
+    fork_threshold: Annotated[Finite, Field(ge=0, le=1)] | None = None
+    fork_bias: Finite = 0.0
+    max_concurrent_paths: Count | None = None
+    path_rule: Literal["factor"] | None = None
+    path_factor: Annotated[Finite, Field(gt=0)] | None = None
+    structure: Literal["free", "constrained"] = "free"
+    merge: Literal["reuse", "refresh"] = "reuse"
+
+
 class SamplingFields(BaseModel):
     """Fields shared by /v1/completions and /v1/chat/completions."""
 
@@ -57,6 +71,7 @@ class SamplingFields(BaseModel):
     max_critical_tokens: Count | None = None
     max_paths: Count | None = None
     max_depth: Count | None = None
+    multiverse: MultiverseOptions = Field(default_factory=MultiverseOptions)
 
     @field_validator("n")
     @classmethod

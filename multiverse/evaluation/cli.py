@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     proto.add_argument("--no-chat", action="store_true", help="plain prompts, no chat template")
     proto.add_argument("--seed", type=int, help="base of the per-sample seeds, derived from (task, id, sample)")
     proto.add_argument("--batch-size", type=int, help="generations decoded together")
+    from engine import controls
+
+    controls.add_arguments(parser)
+    parser.add_argument("--sweep", metavar="NAME=V1,V2,...", help="one run per value of a decoding control, e.g. "
+                        "fork_threshold=0.5,0.7,0.9,0.95 (also fork_bias, path_factor, max_concurrent_paths): "
+                        "a table and a PNG of accuracy against degree of parallelism")
     sweep = parser.add_argument_group("budget control")
     sweep.add_argument("--budgets", help="e.g. 1024,2048,4096: one run per budget, accuracy plotted against budget")
     sweep.add_argument("--budget-kind", choices=("critical", "total"), default="critical", help="critical: max_critical_tokens (latency); total: max_new_tokens (cost)")
@@ -84,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Every setting of the run, checked before any slow work (bad input raises UsageError naming the flag)."""
     from multiverse.demo import DEFAULT_MODEL
+    from multiverse.evaluation.control_sweep import parse_sweep
     from multiverse.evaluation.sweep import parse_budgets
     from multiverse.evaluation.tasks import is_file_task, parse_fields
 
@@ -101,10 +108,14 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     given = {"samples": args.samples, "temperature": args.temperature, "top_p": args.top_p,
              "max_new_tokens": args.max_new_tokens, "max_critical_tokens": args.max_critical_tokens,
              "suffix": args.suffix, "chat": False if args.no_chat else None, "seed": args.seed, "batch_size": args.batch_size}
+    from engine import controls
+
     try:
+        given["controls"] = controls.from_arguments(args)
+        sweep = parse_sweep(args.sweep) if args.sweep else None
         protocol = resolve(args.preset, given)
         budgets = parse_budgets(args.budgets) if args.budgets else None
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise UsageError(str(err)) from err
     model = args.model or str(DEFAULT_MODEL)
     if args.backend != "openai" or not args.tokenizer:  # the model's weights, or (openai) its tokenizer
@@ -115,6 +126,11 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--backend {args.backend} needs --url")
     if args.baseline_model and args.backend == "openai" and not args.baseline_url:
         raise UsageError("--baseline-model with --backend openai needs --baseline-url (the server of the baseline)")
+    if args.backend == "sglang" and (sweep or protocol.controls != controls.DEFAULTS):
+        raise UsageError("the decoding controls (--fork-threshold ... --merge, --sweep) are not on the sglang backend yet; "
+                         "use --backend native, or openai against `multiverse serve`")
+    if sweep and budgets:
+        raise UsageError("--sweep and --budgets: one sweep per run")
     if args.compare_sequential and args.backend == "openai":
         raise UsageError("--compare-sequential needs --backend native or sglang (a server decodes as it was started)")
     for flag, value, low in (("--limit", args.limit, 1), ("--concurrency", args.concurrency, 1),
@@ -132,7 +148,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "backend": args.backend, "model": model, "tokenizer": args.tokenizer, "url": args.url,
         "served_model": args.served_model, "concurrency": args.concurrency, "max_retries": args.max_retries,
         "request_extra": extra, "device": args.device, "preset": args.preset, "protocol": asdict(protocol),
-        "budgets": budgets, "budget_kind": args.budget_kind, "baseline_model": args.baseline_model,
+        "budgets": budgets, "budget_kind": args.budget_kind, "sweep": sweep, "baseline_model": args.baseline_model,
         "baseline_url": args.baseline_url, "baseline_suffix": args.baseline_suffix,
         "compare_sequential": args.compare_sequential, "speed_rounds": args.speed_rounds,
         "speed_questions": args.speed_questions, "speed_batch_size": args.speed_batch_size,

@@ -6,7 +6,7 @@ A preset sets defaults; any flag given on the command line wins over it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 PARALLEL_SUFFIX = "Think step by step and in parallel before answering."
@@ -25,8 +25,12 @@ class EvalConfig:
     chat: bool = True  # apply the model's chat template when it has one
     seed: int = 0  # base of every per-sample seed (records.sample_seed)
     batch_size: int = 8
+    controls: dict[str, Any] = field(default_factory=dict)  # engine/controls.py: every control, defaults filled in
 
     def __post_init__(self) -> None:
+        from engine import controls
+
+        object.__setattr__(self, "controls", controls.check({**controls.DEFAULTS, **self.controls}))
         checks = [
             (self.samples >= 1, "samples must be >= 1"),
             (self.temperature >= 0, "temperature must be >= 0"),

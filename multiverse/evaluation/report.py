@@ -60,6 +60,9 @@ def summary(rows: Sequence[dict[str, Any]], samples: int) -> dict[str, Any]:
     forked = [r for r in rows if r["forks"] > 0]  # the problems where the model used a block
     for field in ("degree_of_parallelism", "critical_path"):
         out[f"{field}_forked"] = _per_question_mean(forked, field).as_dict() if forked else None
+    proposed = sum(r.get("fork_proposals", 0) for r in rows)
+    out["fork_acceptance_rate"] = sum(r.get("fork_accepted", 0) for r in rows) / proposed if proposed else None
+    out["controls"] = rows[0].get("controls") if rows else None  # engine/controls.py, as every record of the run
     out["valid"] = _per_question_mean(rows, "valid").as_dict()
     out["truncated"] = _per_question_mean(rows, "truncated").as_dict()
     out["finish_reasons"] = dict(Counter(r["finish_reason"] for r in rows))

@@ -29,7 +29,8 @@ def build_prompt(problem: Problem, config: EvalConfig, tokenizer: Any) -> Prompt
 
 
 def decoding(config: EvalConfig, seed: int) -> Decoding:
-    return Decoding(config.max_new_tokens, config.max_critical_tokens, config.temperature, config.top_p, seed)
+    return Decoding(config.max_new_tokens, config.max_critical_tokens, config.temperature, config.top_p, seed,
+                    dict(config.controls))
 
 
 def jobs_of(problems: Sequence[tuple[str, Problem]], samples: int) -> list[Job]:
@@ -55,7 +56,8 @@ def run_samples(
         seeds = [sample_seed(config.seed, task, p.id, s) for task, p, s in batch]
         for i, gen in backend.generate(prompts, [decoding(config, seed) for seed in seeds]):
             task, problem, sample = batch[i]
-            records.append(make_record(task, problem, sample, seeds[i], prompts[i], gen, specials))
+            records.append({**make_record(task, problem, sample, seeds[i], prompts[i], gen, specials),
+                            "controls": dict(config.controls)})
             bar.update(1)
         mine = [r for r in records.records if r["task"] in {t for t, _ in problems}]
         bar.set_postfix(acc=f"{sum(r['correct'] for r in mine) / max(1, len(mine)):.3f}")
@@ -88,6 +90,8 @@ def make_record(
         "critical_path": gen.critical_path,
         "degree_of_parallelism": gen.degree_of_parallelism,
         "forks": gen.num_forks,
+        "fork_proposals": gen.fork_proposals,
+        "fork_accepted": gen.fork_accepted,
         "fallbacks": list(gen.fallbacks),
         "valid": v.valid,
         "structure_error": v.error,

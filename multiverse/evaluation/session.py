@@ -55,6 +55,8 @@ class Session:
         }
         if self.s["budgets"]:
             summary["budget_sweep"] = self.sweep(model, problems)
+        elif self.s.get("sweep"):
+            summary["control_sweep"] = self.control_sweep(model, problems)
         else:
             summary["tasks"] = self.evaluate(model, problems, self.config)
             if self.s["baseline_model"]:
@@ -111,6 +113,19 @@ class Session:
             self.console.print(f"wrote {p}")
         write_json(os.path.join(self.out, "budget_sweep.json"), rows)
         return {"rows": rows, "plots": pngs}
+
+    def control_sweep(self, model: Backend, problems: list[tuple[str, Problem]]) -> dict[str, Any]:
+        from multiverse.evaluation import control_sweep as cs
+
+        rows = cs.control_sweep(model, problems, self.config, self.s["sweep"], self.out, self.progress)
+        text = cs.table(rows)
+        with open(os.path.join(self.out, "control_sweep.md"), "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        png = cs.plot(rows, self.out)
+        self.console.print(text, markup=False, highlight=False)
+        self.console.print(f"wrote {png}")
+        write_json(os.path.join(self.out, "control_sweep.json"), rows)
+        return {"rows": rows, "plot": png}
 
     def speed(self, backend: Backend, problems: list[tuple[str, Problem]]) -> dict[str, Any]:
         from multiverse.evaluation.speed import compare_sequential, print_speed

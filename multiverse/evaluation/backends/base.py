@@ -21,6 +21,7 @@ class Decoding:
     temperature: float
     top_p: float
     seed: int
+    controls: dict[str, Any] = field(default_factory=dict)  # engine/controls.py (SamplingParams fields)
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Generation:
     wall_s: float  # this request's own latency (submission to finish)
     tree: list[dict[str, Any]] = field(default_factory=list)  # branches: label, depth, tokens, finish reason
     token_ids: list[int] | None = None  # generated ids when the backend has them
+    fork_proposals: int = 0  # <Parallel> drawn (engine/fork_gate.py); 0 when the backend does not say
+    fork_accepted: int = 0
 
     @classmethod
     def from_text(cls, raw_text: str, finish_reason: str, tokenizer: Any, wall_s: float, tree: list | None = None) -> "Generation":

@@ -68,6 +68,7 @@ class NativeBackend:
             top_p=d.top_p,
             seed=d.seed,
             logits_processors=self.logits_processors,
+            **d.controls,
         )
 
     def sequential(self) -> "NativeBackend":
@@ -82,7 +83,8 @@ class NativeBackend:
 
 def to_generation(out: Any) -> Generation:
     s = out.stats
-    tree = [{"label": b.label, "depth": b.depth, "tokens": b.num_tokens, "finish_reason": b.finish_reason} for b in out.tree]
+    tree = [{"label": b.label, "depth": b.depth, "tokens": b.num_tokens, "finish_reason": b.finish_reason,
+             "mean_entropy": b.mean_entropy, "max_entropy": b.max_entropy} for b in out.tree]
     return Generation(
         raw_text=out.raw_text,  # special tokens kept (the engine's raw decode)
         finish_reason=out.finish_reason,
@@ -95,4 +97,6 @@ def to_generation(out: Any) -> Generation:
         wall_s=s.wall_time_s,
         tree=tree,
         token_ids=list(out.token_ids),
+        fork_proposals=s.fork_proposals,
+        fork_accepted=s.fork_accepted,
     )

@@ -8,6 +8,7 @@ sent so that servers which strip special tokens by default (vLLM, SGLang) keep t
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
@@ -68,6 +69,11 @@ class OpenAIBackend:
         extra = dict(self.extra_body)
         if d.max_critical_tokens is not None:
             extra["max_critical_tokens"] = d.max_critical_tokens  # the Multiverse budget; plain servers ignore it
+        from engine.controls import DEFAULTS
+
+        asked = {k: v for k, v in d.controls.items() if DEFAULTS.get(k) != v}
+        if asked:  # `multiverse serve` reads them; a server that does not know them ignores the field
+            extra["multiverse"] = asked
         common = dict(model=self.served_model, max_tokens=d.max_new_tokens, temperature=d.temperature, top_p=d.top_p,
                       seed=d.seed, extra_body=extra)
         start = time.perf_counter()
@@ -85,10 +91,13 @@ class OpenAIBackend:
         text = ext.get("raw_text") or text  # a server that cleans `content` keeps the raw text here
         reason = ext.get("finish_reason") or FINISH.get(reply.choices[0].finish_reason, reply.choices[0].finish_reason)
         tree = [
-            {"label": b.get("label"), "depth": b.get("depth"), "tokens": b.get("num_tokens"), "finish_reason": b.get("finish_reason")}
+            {"label": b.get("label"), "depth": b.get("depth"), "tokens": b.get("num_tokens"), "finish_reason": b.get("finish_reason"),
+             "mean_entropy": b.get("mean_entropy"), "max_entropy": b.get("max_entropy")}
             for b in ext.get("tree", [])
         ]
-        return Generation.from_text(text, reason, self.tokenizer, wall, tree)
+        stats = ext.get("stats") or {}
+        gen = Generation.from_text(text, reason, self.tokenizer, wall, tree)
+        return replace(gen, fork_proposals=int(stats.get("fork_proposals") or 0), fork_accepted=int(stats.get("fork_accepted") or 0))
 
     def sequential(self) -> "OpenAIBackend":
         raise CommandError("--compare-sequential needs the native or sglang backend (a server decodes as it was started)")
