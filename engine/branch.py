@@ -20,6 +20,7 @@ class Status(enum.Enum):
     RUNNING = "running"  # samples after its pending tokens are computed
     WAITING = "waiting"  # forked: waits for its children to merge
     CLOSING = "closing"  # ended (</Path> pending or computed); never samples again
+    DEFERRED = "deferred"  # a path held back by the path cap (engine/path_cap.py): no own tokens or pages yet
     DONE = "done"
 
 
@@ -47,6 +48,9 @@ class Branch:
     finish_reason: str | None = None
     end_position: int = -1  # position of its </Path> (children)
     generator: torch.Generator | None = None
+    key: str = ""  # names its random stream: the fork index and label along its ancestry ("" for the root)
+    prefix: list[int] = field(default_factory=list)  # DEFERRED: the forced <Path> LABEL ":" it starts with
+    queue: list["Branch"] = field(default_factory=list)  # WAITING parent: held-back children, next first
     _table: torch.Tensor | None = field(default=None, repr=False)  # LongTensor mirror of slots[:_table_len]
     _table_len: int = 0
 

@@ -48,6 +48,8 @@ class Request:
     num_preemptions: int = 0
     fork_proposals: int = 0  # <Parallel> drawn (engine/fork_gate.py)
     fork_accepted: int = 0  # of those, kept (at or over fork_threshold)
+    peak_kv_pages: int = 0  # most KV pages its branches held together at the end of a step
+    peak_paths: int = 0  # most branches decoding at once (running or closing with KV to compute)
     start_time: float = field(default_factory=time.perf_counter)
     end_time: float | None = None
     output: RequestOutput | None = None
@@ -63,6 +65,13 @@ class Request:
         self.max_position, self.fallbacks, self.finish_reason = -1, [], None
         self.fork_proposals = self.fork_accepted = 0
         return self.root
+
+    def note_memory(self) -> None:
+        """Update the peaks after a step: distinct pages held (shared prefix pages once), branches decoding."""
+        branches = self.branches()
+        pages = sum(max(0, len(b.pages) - b.num_shared_pages) for b in branches)
+        self.peak_kv_pages = max(self.peak_kv_pages, pages)
+        self.peak_paths = max(self.peak_paths, sum(b.status is Status.RUNNING for b in branches))
 
     def note_draw(self, branch: Branch, draw: Any) -> None:  # engine.sampling.Draw
         """Telemetry of one sampled token: its entropy on the branch, a fork proposal and its fate."""
@@ -125,6 +134,8 @@ class Request:
             merges_exact=self.num_merges,  # the native merge absorbs the children's KV as computed
             fork_proposals=self.fork_proposals,
             fork_accepted=self.fork_accepted,
+            peak_kv_pages=self.peak_kv_pages,
+            peak_paths=self.peak_paths,
         )
         tree = [self._info(b, codec.raw) for b in self.branches()]
         return RequestOutput(
@@ -156,6 +167,12 @@ def close_open_paths(root: Branch, path_close: int, reason: str) -> None:
     The final merged ids stay well formed, so the core's layout of them matches what the engine computed.
     """
     for branch in root.walk():
+        if branch.status is Status.DEFERRED:  # a held-back path that never started: its forced prefix, then closed
+            for token in branch.prefix:
+                branch.state.step(token)
+                branch.tokens.append(token)
+                branch.logprobs.append(None)
+            branch.status = Status.RUNNING
         if branch.status in (Status.RUNNING, Status.WAITING) and branch.parent is not None:
             for _ in range(len(branch.tokens) + 1):  # bounded: each </Path> closes one open <Path>
                 branch.tokens.append(path_close)

@@ -37,6 +37,8 @@ class Stats:
     merge_prefill_tokens: list[int] = field(default_factory=list)  # per merge call: prompt - cached tokens
     fork_proposals: int = 0  # <Parallel> drawn by any branch (engine/fork_gate.py)
     fork_accepted: int = 0  # of those, kept (fork_threshold met, or no threshold)
+    peak_kv_pages: int = 0  # most KV pages the request held at once (native engine; measured after each step)
+    peak_paths: int = 0  # most of its branches sampling in one step (the path cap bounds this)
 
     @property
     def fork_acceptance_rate(self) -> float | None:

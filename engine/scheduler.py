@@ -22,6 +22,7 @@ import time
 from collections import deque
 from dataclasses import replace
 
+from engine import path_cap
 from engine.branch import Branch, Status
 from engine.config import EngineConfig
 from engine.detok import TextCodec
@@ -115,6 +116,8 @@ class Scheduler:
         """End of a step: finished requests leave `running`; the KV accounting is checked when asked."""
         finished += [r for r in self.running if r.phase is Phase.FINISHED]
         self.running = [r for r in self.running if r.phase is Phase.RUNNING]
+        for request in self.running:
+            request.note_memory()
         if self.config.check_integrity:
             self.check_integrity()
         return finished
@@ -279,25 +282,56 @@ class Scheduler:
         one fails (e.g. no page for its prefix), every page reference taken so far is dropped again.
         """
         children: list[Branch] = []
+        confidences = [1.0] * len(prefixes)  # label order unless a cap asks for the outlines' confidences
+        if path_cap.capped(request.params):
+            found = path_cap.outline_confidences(parent.tokens, parent.logprobs, self.vocab.tags)
+            confidences = found if len(found) == len(prefixes) else confidences
+        order, limit = path_cap.plan(confidences, request.params)
+        held = set(order[limit:]) if limit is not None else set()
         try:
-            for label, prefix in zip(event.labels, prefixes):
+            for i, (label, prefix) in enumerate(zip(event.labels, prefixes)):
                 child = parent.fork_child(self.pool, label, parent.state.child(event.goal_position))
                 children.append(child)
-                child.generator = request.generator_for(f"{request.num_forks}/{label}")
-                for token in prefix:
-                    child.state.step(token)
-                    child.push(self.pool, token, None)
+                child.key = f"{parent.key}>{len(parent.forks)}/{label}" if parent.key else f"{len(parent.forks)}/{label}"
+                child.generator = request.generator_for(child.key)
+                child.prefix = prefix
+                if i in held:
+                    child.status = Status.DEFERRED
+                else:
+                    self._place_prefix(child)
         except BaseException:
             for child in children:
                 child.release(self.pool)
             raise
         parent.status = Status.WAITING
         parent.forks.append((len(parent.tokens), children))
+        parent.queue = [children[i] for i in order if i in held]
         request.num_forks += 1
-        for child, prefix in zip(children, prefixes):
-            request.max_position = max(request.max_position, child.state.position)
+        for child in children:
             self._emit(request, BranchOpened(request.request_id, child.label, parent.label))
-            self._emit_tokens(request, child, prefix, True)
+            if child.status is not Status.DEFERRED:
+                self._started(request, child)
+
+    def _place_prefix(self, child: Branch) -> None:
+        for token in child.prefix:
+            child.state.step(token)
+            child.push(self.pool, token, None)
+
+    def _started(self, request: Request, child: Branch) -> None:
+        request.max_position = max(request.max_position, child.state.position)
+        self._emit_tokens(request, child, child.prefix, True)
+
+    def _start_held(self, request: Request, parent: Branch) -> None:
+        """A path closed: the next held-back sibling starts (its forced prefix gets pages and decodes next step)."""
+        if not parent.queue:
+            return
+        child = parent.queue[0]
+        if not self._make_room(request, self.pool.pages_for(len(child.prefix), 0)):
+            return
+        parent.queue.pop(0)
+        child.status = Status.RUNNING
+        self._place_prefix(child)
+        self._started(request, child)
 
     def _path_end(self, request: Request, branch: Branch, event: PathEnd) -> None:
         branch.end_position = event.position
@@ -306,7 +340,8 @@ class Scheduler:
         self._emit(request, BranchClosed(request.request_id, branch.label, branch.finish_reason))
         parent = branch.parent
         siblings = parent.forks[-1][1]
-        if all(s.status is Status.CLOSING for s in siblings):
+        self._start_held(request, parent)
+        if request.phase is Phase.RUNNING and all(s.status is Status.CLOSING for s in siblings):
             self._merge(request, parent, siblings)
 
     def _merge(self, request: Request, parent: Branch, children: list[Branch]) -> None:
