@@ -39,7 +39,7 @@ class Branch:
     num_shared_pages: int = 0
     tokens: list[int] = field(default_factory=list)  # this branch's own tokens, forced and sampled, in order
     logprobs: list[float | None] = field(default_factory=list)  # None at forced tokens
-    entropies: list[float] = field(default_factory=list)  # of the model's distribution at each sampled token
+    entropies: dict[int, float] = field(default_factory=dict)  # index in `tokens` -> entropy there (sampled only)
     forks: list[tuple[int, list["Branch"]]] = field(default_factory=list)  # (len(tokens) at fork, children)
     pending_ids: list[int] = field(default_factory=list)
     pending_pos: list[int] = field(default_factory=list)
@@ -150,3 +150,15 @@ class Branch:
         ids += self.tokens[start:]
         lps += self.logprobs[start:]
         return ids, lps, [lp is None for lp in lps]
+
+    def flat_entropies(self) -> list[float | None]:
+        """Aligned with `flatten()`'s ids: the entropy at each sampled token, None at forced and prompt tokens."""
+        own = [self.entropies.get(i) for i in range(len(self.tokens))]
+        out: list[float | None] = []
+        start = 0
+        for at, children in self.forks:
+            out += own[start:at]
+            for child in children:
+                out += child.flat_entropies()
+            start = at
+        return out + own[start:]

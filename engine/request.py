@@ -75,7 +75,7 @@ class Request:
 
     def note_draw(self, branch: Branch, draw: Any) -> None:  # engine.sampling.Draw
         """Telemetry of one sampled token: its entropy on the branch, a fork proposal and its fate."""
-        branch.entropies.append(draw.entropy)
+        branch.entropies[len(branch.tokens)] = draw.entropy  # the index the drawn token (or what replaces it) takes
         if draw.fork is not None:
             self.fork_proposals += 1
             self.fork_accepted += int(draw.fork)
@@ -150,12 +150,13 @@ class Request:
             tree=tree,
             stats=stats,
             seed=self.seed,
+            entropies=self.root.flat_entropies()[n:] if self.root is not None else [],
         )
 
     def _info(self, branch: Branch, decode) -> BranchInfo:  # noqa: ANN001
         own = branch.tokens[len(self.prompt_ids) :] if branch.parent is None else branch.tokens
         reason = branch.finish_reason if branch.parent is not None else self.finish_reason
-        h = branch.entropies
+        h = list(branch.entropies.values())
         mean, peak = (sum(h) / len(h), max(h)) if h else (None, None)
         return BranchInfo(branch.label, decode(own), len(own), reason, branch.depth, mean, peak)
 

@@ -63,3 +63,4 @@ class RequestOutput:
     seed: int
     raw_text: str = ""  # every token decoded (special tokens such as <|im_end|> visible), cut like `text`
     error: str | None = None  # finish_reason "error": what this request's fault was (its neighbours went on)
+    entropies: list[float | None] = field(default_factory=list)  # aligned with token_ids; None at forced tokens

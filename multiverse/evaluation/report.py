@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from multiverse.evaluation.entropy import report as entropy_report
 from multiverse.evaluation.grading import equivalent
 from multiverse.evaluation.metrics import Estimate, avg_at_k, cons_at_k, estimate, pass_at_k_estimate, per_question
 
@@ -63,6 +64,7 @@ def summary(rows: Sequence[dict[str, Any]], samples: int) -> dict[str, Any]:
     proposed = sum(r.get("fork_proposals", 0) for r in rows)
     out["fork_acceptance_rate"] = sum(r.get("fork_accepted", 0) for r in rows) / proposed if proposed else None
     out["controls"] = rows[0].get("controls") if rows else None  # engine/controls.py, as every record of the run
+    out["entropy"] = entropy_report(rows)  # AUROC of path entropy vs correctness, early-stop savings
     out["valid"] = _per_question_mean(rows, "valid").as_dict()
     out["truncated"] = _per_question_mean(rows, "truncated").as_dict()
     out["finish_reasons"] = dict(Counter(r["finish_reason"] for r in rows))

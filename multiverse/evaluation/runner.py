@@ -92,6 +92,7 @@ def make_record(
         "forks": gen.num_forks,
         "fork_proposals": gen.fork_proposals,
         "fork_accepted": gen.fork_accepted,
+        "entropies": gen.entropies,
         "fallbacks": list(gen.fallbacks),
         "valid": v.valid,
         "structure_error": v.error,

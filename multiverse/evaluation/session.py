@@ -95,6 +95,13 @@ class Session:
             s["run_wall_per_sample_s"] = wall / decoded if decoded else None
         title = f"multiverse eval: {label} ({_name(self.s['baseline_model'])})" if label else "multiverse eval"
         print_table(summaries, config.samples, self.console, title=title)
+        for task, s in summaries.items():
+            e = s.get("entropy")
+            if e and e["auroc_path_entropy"] is not None:
+                stop = e["early_stop"][-1]
+                self.console.print(f"{task}: AUROC of path entropy vs wrong answer {e['auroc_path_entropy']:.3f} ({e['samples']} "
+                                   f"samples); an entropy stop at h={stop['threshold']:.3g} saves {stop['saved_fraction']:.1%} of "
+                                   f"the tokens and loses {stop['stopped_correct']} right answers")
         return summaries
 
     def sweep(self, model: Backend, problems: list[tuple[str, Problem]]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class Generation:
     token_ids: list[int] | None = None  # generated ids when the backend has them
     fork_proposals: int = 0  # <Parallel> drawn (engine/fork_gate.py); 0 when the backend does not say
     fork_accepted: int = 0
+    entropies: list[float] | None = None  # per sampled token in final merged order (native backend), nats
 
     @classmethod
     def from_text(cls, raw_text: str, finish_reason: str, tokenizer: Any, wall_s: float, tree: list | None = None) -> "Generation":

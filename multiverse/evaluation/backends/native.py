@@ -99,4 +99,5 @@ def to_generation(out: Any) -> Generation:
         token_ids=list(out.token_ids),
         fork_proposals=s.fork_proposals,
         fork_accepted=s.fork_accepted,
+        entropies=[round(h, 5) for h in out.entropies if h is not None],
     )
