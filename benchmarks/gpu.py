@@ -38,7 +38,7 @@ from multiverse.tiny import build_tokenizer  # noqa: E402
 EXACT_TOL = {"float32": 1e-3, "bfloat16": 0.1}
 FLEX_TOL = {"float32": (1e-4, 1e-3), "bfloat16": (5e-2, 5e-2)}
 LOSS_TOL = (1e-2, 1e-2)  # chunked / Liger vs plain: loss, relative gradient difference
-FULL = dict(batches=[1, 16, 64], repeats=3, blocks=2, exact_len=2048, lengths=[4096, 16384, 32768],
+FULL = dict(batches=[1, 16, 64], repeats=2, blocks=2, exact_len=2048, lengths=[4096, 16384, 32768],
             loss=dict(tokens=16384, vocab=151936, hidden_size=896, chunk=4096))
 QUICK = dict(batches=[1, 4], repeats=1, blocks=1, exact_len=256, lengths=[256],
              loss=dict(tokens=512, vocab=4096, hidden_size=64, chunk=128))
@@ -130,7 +130,8 @@ def main() -> int:
     speed_dtype = lowp if dev != "cpu" else torch.float32
     speed_model = make_model(config, dev, speed_dtype)
     for batch in size["batches"]:
-        report.run(f"engine_speed_batch_{batch}", lambda b=batch: gpu_engine.throughput(speed_model, tok, dev, b, size["repeats"]))
+        report.run(f"engine_speed_batch_{batch}", lambda b=batch: gpu_engine.throughput(
+            speed_model, tok, dev, b, size["repeats"], warm_up=b == size["batches"][0]))
     del speed_model
     for length in size["lengths"]:
         for kind in ("block", "dense"):

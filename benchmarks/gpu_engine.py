@@ -89,7 +89,7 @@ def _run_hf(model: Any, prompt: list[int], gens: list[list[int]], device: str) -
     return elapsed
 
 
-def throughput(model: Any, tok: Any, device: str, batch: int, repeats: int) -> dict[str, Any]:
+def throughput(model: Any, tok: Any, device: str, batch: int, repeats: int, warm_up: bool) -> dict[str, Any]:
     vocab = StructureVocab.from_tokenizer(tok)
     rng = random.Random(batch)
     text_ids = [i for i in range(3, min(256, len(tok))) if tok.decode([i]).strip()]
@@ -107,7 +107,7 @@ def throughput(model: Any, tok: Any, device: str, batch: int, repeats: int) -> d
 
     contenders = {"engine": lambda: timed_engine(par, on), "sequential": lambda: timed_engine(seq, off),
                   "hf_generate": lambda: _run_hf(model, prompt, full, device)}
-    for fn in contenders.values():  # warm-up: kernels, allocator, caches
+    for fn in contenders.values() if warm_up else ():  # the first batch warms kernels, allocator and caches
         fn()
     rounds: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):  # round robin: a slow moment hits every contender of a round alike
