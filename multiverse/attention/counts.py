@@ -3,7 +3,9 @@
 - generated tokens: tokens a branch sampled; tokens the engine forces (each forked path's `<Path> LABEL ":"`,
   each merge's `<Conclusion>`) are counted separately and are NOT generated tokens;
 - critical path: the largest position reached minus the position of the last prompt token;
-- degree of parallelism: generated tokens / critical path (1.0 when nothing was decoded).
+- degree of parallelism: generated tokens / critical path, and never below 1.0 (1.0 when nothing was decoded). The
+  critical path holds forced positions that `generated` leaves out, so a block cut right after its fork (each path
+  only its forced `<Path> LABEL:`) would read below 1; no decoding is less parallel than sequential text.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from multiverse.attention.scanner import StructureRules
 
 
 def degree_of_parallelism(generated_tokens: int, critical_path: int) -> float:
-    return generated_tokens / critical_path if critical_path > 0 else 1.0
+    return max(1.0, generated_tokens / critical_path) if critical_path > 0 else 1.0
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,10 @@ from multiverse.evaluation.backends import BACKENDS
 from multiverse.evaluation.protocol import PRESETS, SEQUENTIAL_SUFFIX, resolve
 from multiverse.evaluation.tasks import KINDS, TASKS
 
-UNCHECKED = ("out", "resume", "progress")  # run settings a resume may change
+# settings that change no result, so a resume may change them: where the server is, how many requests are in
+# flight, retries, decoded together (--batch-size), timed together; --threads and --no-progress are not settings
+NEUTRAL = ("out", "resume", "progress", "url", "baseline_url", "concurrency", "max_retries", "speed_batch_size")
+NEUTRAL_PROTOCOL = ("batch_size",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--url", help="server base URL (openai: e.g. http://127.0.0.1:8000/v1; sglang: the SGLang server)")
     src.add_argument("--served-model", help="model name on the server (default: the first it lists)")
     src.add_argument("--api-key", default=os.environ.get("OPENAI_API_KEY", "EMPTY"), help="openai: the server's key (default: $OPENAI_API_KEY)")
-    src.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    src.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight (the next is sent as one finishes)")
     src.add_argument("--max-retries", type=int, default=3, help="openai: retries per request (with backoff)")
     src.add_argument("--request-extra", help='openai: JSON merged into every request (default {"skip_special_tokens": false})')
     src.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the model's)")
@@ -52,9 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     proto.add_argument("--max-new-tokens", type=int, help="token budget over all branches (cost) (default: 4096, or the preset's)")
     proto.add_argument("--max-critical-tokens", type=int, help="budget along the critical path (latency)")
     proto.add_argument("--suffix", help="appended to each question ('' for none)")
+    proto.add_argument("--system-prompt", help="a system message before each question (plain prompts: a paragraph before it)")
     proto.add_argument("--no-chat", action="store_true", help="plain prompts, no chat template")
     proto.add_argument("--seed", type=int, help="base of the per-sample seeds, derived from (task, id, sample)")
-    proto.add_argument("--batch-size", type=int, help="generations decoded together")
+    proto.add_argument("--batch-size", type=int, help="native: generations in flight (the next starts as one finishes; default 8)")
     from engine import controls
 
     controls.add_arguments(parser)
@@ -67,9 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--baseline-model", help="an autoregressive model run side by side (decoded without forks): "
                        "evaluated next to the model, swept with --budgets, the sequential side of --compare-sequential")
     sweep.add_argument("--baseline-url", help="openai backend: the server of the baseline model")
-    sweep.add_argument("--baseline-suffix", default=SEQUENTIAL_SUFFIX, help="the suffix the baseline's questions get")
+    sweep.add_argument("--baseline-suffix", help="the suffix the baseline's questions get (default: --suffix unless it is the "
+                       "parallel suffix, else the task's own, e.g. none for remainders, else "
+                       f"'{SEQUENTIAL_SUFFIX}')")
     speed = parser.add_argument_group("speed")
-    speed.add_argument("--compare-sequential", action="store_true", help="ABBA-paired wall-clock runs with and without forks")
+    speed.add_argument("--compare-sequential", action="store_true", help="ABBA-paired wall-clock runs, both sides graded: "
+                       "against --baseline-model (a speedup), else this model with forks off (a ratio, not a baseline)")
     speed.add_argument("--speed-rounds", type=int, default=2, help="rounds per question (even: ABBA balanced)")
     speed.add_argument("--speed-questions", type=int, default=8, help="first N questions timed")
     speed.add_argument("--speed-batch-size", type=int, default=1, help="questions decoded together per timed run")
@@ -81,10 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from multiverse.evaluation.session import Session
+    from multiverse.evaluation.sources import load_problems
 
     settings = resolve_settings(args)
+    problems, data = load_problems(settings)  # a task that cannot be read fails here: nothing written yet
     out_dir = prepare_out(args, settings)
-    return Session(settings, out_dir, args.progress, args.api_key).run()
+    return Session(settings, out_dir, args.progress, args.api_key).run(problems, data)
 
 
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -102,12 +111,16 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
             if not os.path.isfile(spec):
                 raise UsageError(f"--tasks {spec}: no such file")
     check_choices("--tasks", [s for s in specs if not is_file_task(s)], list(TASKS))  # or a .jsonl/.parquet file
+    from multiverse.evaluation.sources import check_reachable
+
+    check_reachable([s for s in specs if not is_file_task(s)], args.data_dir)
     fields = parse_fields(args.field) if args.field else None
     if fields and not any(is_file_task(s) for s in specs):
         raise UsageError("--field applies to task files (--tasks FILE.jsonl)")
     given = {"samples": args.samples, "temperature": args.temperature, "top_p": args.top_p,
              "max_new_tokens": args.max_new_tokens, "max_critical_tokens": args.max_critical_tokens,
-             "suffix": args.suffix, "chat": False if args.no_chat else None, "seed": args.seed, "batch_size": args.batch_size}
+             "suffix": args.suffix, "chat": False if args.no_chat else None, "seed": args.seed, "batch_size": args.batch_size,
+             "system_prompt": args.system_prompt}
     from engine import controls
 
     try:
@@ -155,6 +168,14 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def result_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that can change a result (what a resume must keep)."""
+    out = {k: v for k, v in settings.items() if k not in NEUTRAL}
+    if isinstance(out.get("protocol"), dict):
+        out["protocol"] = {k: v for k, v in out["protocol"].items() if k not in NEUTRAL_PROTOCOL}
+    return out
+
+
 def prepare_out(args: argparse.Namespace, settings: dict[str, Any]) -> str:
     """The output directory; a resume must use the settings the run started with."""
     out_dir = args.resume or args.out
@@ -164,7 +185,8 @@ def prepare_out(args: argparse.Namespace, settings: dict[str, Any]) -> str:
             raise UsageError(f"--resume {out_dir}: no config.json there (not a multiverse eval directory)")
         with open(config_path, encoding="utf-8") as f:
             stored = json.load(f)["settings"]
-        changed = sorted(k for k in set(stored) | set(settings) if k not in UNCHECKED and stored.get(k) != settings.get(k))
+        old, new = result_settings(stored), result_settings(settings)
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             raise UsageError(f"--resume {out_dir}: the run was started with other settings ({', '.join(changed)}); "
                              "give the same flags, or a new --out")

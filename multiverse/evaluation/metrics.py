@@ -2,7 +2,11 @@
 
 Samples of one question are correlated, so the unit is the question: avg@k is the mean over questions of each
 question's mean accuracy over its k samples, and its standard error is the spread of those per-question means
-(sample standard deviation / sqrt(questions)). The 95% interval is mean ± 1.96 SE (normal approximation).
+(sample standard deviation / sqrt(questions)). Proportions (accuracy, pass@k, cons@k, the fraction that forked,
+valid, truncated) get a Wilson score interval: inside [0, 1], and not of zero width at 0 or 1 (12/12 correct gives
+[0.757, 1], not [1, 1]). Its n is the number of questions, or where the samples of a question disagree the
+effective n = p(1-p) / SE^2 (the clustered samples' design effect), never more than the questions. Other numbers
+(tokens, critical path, parallelism) get mean ± 1.96 SE.
 pass@k is the unbiased estimator of Chen et al. (2021): 1 - C(n-c, k) / C(n, k) per question, then averaged.
 cons@k: per question, the majority answer of the first k samples (equivalent answers vote together; a tie goes
 to the answer seen first; samples without an answer do not vote) is graded.
@@ -23,6 +27,7 @@ class Estimate:
     se: float  # standard error (0.0 for a single value)
     n: int
     ci95: tuple[float, float]
+    interval: str = "normal"  # "normal": mean ± 1.96 SE; "wilson": the Wilson score interval of a proportion
 
     def show(self, digits: int = 3) -> str:
         return f"{self.mean:.{digits}f} ± {self.se:.{digits}f}"
@@ -38,6 +43,28 @@ def estimate(values: Sequence[float]) -> Estimate:
     mean = statistics.fmean(vals)
     se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0
     return Estimate(mean, se, len(vals), (mean - Z95 * se, mean + Z95 * se))
+
+
+def wilson(p: float, n: float, z: float = Z95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion p observed over n trials (n may be an effective size)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, center - half), min(1.0, center + half))
+
+
+def proportion(values: Sequence[float]) -> Estimate:
+    """`estimate` of values in [0, 1] (per-question means of 0/1 outcomes) with a Wilson interval."""
+    est = estimate(values)
+    if est.n == 0:
+        return est
+    if any(not 0.0 <= float(v) <= 1.0 for v in values):
+        raise ValueError("proportion: every value must lie in [0, 1]")
+    p = est.mean
+    binary = all(float(v) in (0.0, 1.0) for v in values)  # one sample per question: plain Wilson over n
+    n_eff = float(est.n) if binary or est.se == 0 else min(float(est.n), p * (1 - p) / est.se**2)
+    return Estimate(est.mean, est.se, est.n, wilson(p, n_eff), "wilson")
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -75,14 +102,14 @@ def per_question(rows: Sequence[dict]) -> dict[tuple[str, str], list[dict]]:
 
 
 def avg_at_k(rows: Sequence[dict]) -> Estimate:
-    return estimate([statistics.fmean(r["correct"] for r in group) for group in per_question(rows).values()])
+    return proportion([statistics.fmean(r["correct"] for r in group) for group in per_question(rows).values()])
 
 
 def pass_at_k_estimate(rows: Sequence[dict], k: int) -> Estimate | None:
     groups = per_question(rows).values()
     if any(len(g) < k for g in groups):
         return None
-    return estimate([pass_at_k(len(g), sum(r["correct"] for r in g), k) for g in groups])
+    return proportion([pass_at_k(len(g), sum(r["correct"] for r in g), k) for g in groups])
 
 
 def cons_at_k(rows: Sequence[dict], k: int, grade_answer: Callable[[dict, str], bool], same: Callable[[str, str], bool]) -> Estimate | None:
@@ -94,4 +121,4 @@ def cons_at_k(rows: Sequence[dict], k: int, grade_answer: Callable[[dict, str], 
     for g in groups:
         voted = majority([r["predicted"] for r in g[:k]], same)
         scores.append(float(voted is not None and grade_answer(g[0], voted)))
-    return estimate(scores)
+    return proportion(scores)

@@ -21,7 +21,9 @@ class EvalConfig:
     top_p: float = 1.0
     max_new_tokens: int = 4096  # tokens generated over all branches (cost)
     max_critical_tokens: int | None = None  # positions along the critical path (latency)
-    suffix: str | None = None  # appended to every question ("" for none; None: the task's own, else PARALLEL_SUFFIX)
+    suffix: str | None = None  # appended to every question ("" for none; None: the task's own, else fallback_suffix)
+    fallback_suffix: str = PARALLEL_SUFFIX  # when neither the protocol nor the task names a suffix
+    system_prompt: str | None = None  # a system message before the question (plain prompts: a paragraph before it)
     chat: bool = True  # apply the model's chat template when it has one
     seed: int = 0  # base of every per-sample seed (records.sample_seed)
     batch_size: int = 8
@@ -50,6 +52,15 @@ class EvalConfig:
         if kind == "total":
             return replace(self, max_new_tokens=budget, max_critical_tokens=None)
         raise ValueError(f"budget kind {kind!r}: choose critical or total")
+
+
+def baseline_protocol(config: EvalConfig, suffix: str | None) -> EvalConfig:
+    """The autoregressive baseline's protocol: `suffix` (--baseline-suffix) when given; else the model's suffix when
+    it chose one other than the parallel suffix; else the task's own suffix (remainders: none, as the twin was
+    trained), and SEQUENTIAL_SUFFIX only where the task has none (the counterpart of the parallel suffix)."""
+    if suffix is None and config.suffix is not None and config.suffix != PARALLEL_SUFFIX:
+        suffix = config.suffix
+    return replace(config, suffix=suffix, fallback_suffix=SEQUENTIAL_SUFFIX)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

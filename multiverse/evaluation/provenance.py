@@ -53,3 +53,44 @@ def write_json(path: str, obj: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def problems_sha256(problems: list[Any]) -> str:
+    """A hash of exactly what was asked and graded: each problem's (id, question, answer, kind), in order."""
+    rows = [[p.id, p.question, p.answer, p.kind] for p in problems]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+
+
+def hub_revision(repo: str) -> str | None:
+    """The commit of a hub data set as cached here (`refs/main` of its hub cache folder); None when not cached."""
+    from huggingface_hub import constants
+
+    ref = os.path.join(constants.HF_HUB_CACHE, f"datasets--{repo.replace('/', '--')}", "refs", "main")
+    if os.path.isfile(ref):
+        with open(ref, encoding="utf-8") as f:
+            return f.read().strip() or None
+    return None
+
+
+def harness_commit() -> dict[str, Any]:
+    """The git commit of the multiverse checkout that ran (and whether it had uncommitted changes)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        head = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None, "note": "git not available"}
+    if head.returncode != 0:
+        return {"commit": None, "dirty": None, "note": "not a git checkout (an installed package)"}
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}

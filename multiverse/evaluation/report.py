@@ -11,7 +11,7 @@ from rich.table import Table
 
 from multiverse.evaluation.entropy import report as entropy_report
 from multiverse.evaluation.grading import equivalent
-from multiverse.evaluation.metrics import Estimate, avg_at_k, cons_at_k, estimate, pass_at_k_estimate, per_question
+from multiverse.evaluation.metrics import Estimate, avg_at_k, cons_at_k, estimate, pass_at_k_estimate, per_question, proportion
 
 
 def _grade_vote(record: dict[str, Any], answer: str) -> bool:
@@ -24,8 +24,10 @@ def _same(kind: str):  # noqa: ANN202 - a predicate
     return (lambda a, b: a == b) if kind == "choice" else equivalent
 
 
-def _per_question_mean(rows: Sequence[dict[str, Any]], field: str) -> Estimate:
-    return estimate([statistics.fmean(float(r[field]) for r in g) for g in per_question(rows).values()])
+def _per_question_mean(rows: Sequence[dict[str, Any]], field: str, share: bool = False) -> Estimate:
+    """Mean over questions of each question's mean of `field` (`share`: a 0/1 field, with a Wilson interval)."""
+    means = [statistics.fmean(float(r[field]) for r in g) for g in per_question(rows).values()]
+    return proportion(means) if share else estimate(means)
 
 
 def summarise(records: Sequence[dict[str, Any]], samples: int) -> dict[str, dict[str, Any]]:
@@ -57,7 +59,7 @@ def summary(rows: Sequence[dict[str, Any]], samples: int) -> dict[str, Any]:
             out[f"cons@{samples}"] = est.as_dict()
     for field in ("generated_tokens", "forced_tokens", "critical_path", "degree_of_parallelism"):
         out[field] = _per_question_mean(rows, field).as_dict()
-    out["forked"] = _per_question_mean([{**r, "f": r["forks"] > 0} for r in rows], "f").as_dict()
+    out["forked"] = _per_question_mean([{**r, "f": r["forks"] > 0} for r in rows], "f", share=True).as_dict()
     forked = [r for r in rows if r["forks"] > 0]  # the problems where the model used a block
     for field in ("degree_of_parallelism", "critical_path"):
         out[f"{field}_forked"] = _per_question_mean(forked, field).as_dict() if forked else None
@@ -65,8 +67,8 @@ def summary(rows: Sequence[dict[str, Any]], samples: int) -> dict[str, Any]:
     out["fork_acceptance_rate"] = sum(r.get("fork_accepted", 0) for r in rows) / proposed if proposed else None
     out["controls"] = rows[0].get("controls") if rows else None  # engine/controls.py, as every record of the run
     out["entropy"] = entropy_report(rows)  # AUROC of path entropy vs correctness, early-stop savings
-    out["valid"] = _per_question_mean(rows, "valid").as_dict()
-    out["truncated"] = _per_question_mean(rows, "truncated").as_dict()
+    out["valid"] = _per_question_mean(rows, "valid", share=True).as_dict()
+    out["truncated"] = _per_question_mean(rows, "truncated", share=True).as_dict()
     out["finish_reasons"] = dict(Counter(r["finish_reason"] for r in rows))
     out["methods"] = dict(Counter(r["method"] for r in rows))
     return out
@@ -81,7 +83,7 @@ def show(est: dict[str, Any] | None, digits: int = 3) -> str:
 def print_table(summaries: dict[str, dict[str, Any]], samples: int, console: Console | None = None, title: str = "multiverse eval") -> None:
     table = Table(title=f"{title} (mean ± standard error over questions)")
     metric = [f"avg@{samples}"] + ([f"pass@{samples}", f"cons@{samples}"] if samples > 1 else [])
-    cols = ["task", "questions", *metric, "95% CI", "tokens", "critical path", "parallelism", "forked", "valid"]
+    cols = ["task", "questions", *metric, "95% CI (Wilson)", "tokens", "critical path", "parallelism", "forked", "valid"]
     for c in cols:
         table.add_column(c, justify="left" if c == "task" else "right")
     for task, s in summaries.items():

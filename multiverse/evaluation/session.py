@@ -1,19 +1,22 @@
-"""One `multiverse eval` run from resolved settings: load tasks, build backends, run, summarise, write."""
+"""One `multiverse eval` run from resolved settings: build backends, run, summarise, write.
+
+summary.json records what the numbers came from: the settings, package versions, the model's sha256, the data
+(each task's file sha256 or hub revision, and the sha256 of the problems asked), the harness's git commit, and
+every warning printed during the run (context caps, structure tags a server stripped)."""
 from __future__ import annotations
 
 import os
 import sys
 import time
-from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
 
 from multiverse.evaluation.backends import Backend, make_backend
-from multiverse.evaluation.protocol import EvalConfig
-from multiverse.evaluation.provenance import model_fingerprint, versions, write_json
+from multiverse.evaluation.protocol import EvalConfig, baseline_protocol
+from multiverse.evaluation.provenance import harness_commit, model_fingerprint, versions, write_json
 from multiverse.evaluation.records import RecordFile
-from multiverse.evaluation.tasks import Problem, is_file_task, load_file, load_task, task_name
+from multiverse.evaluation.tasks import Problem
 
 
 class Session:
@@ -22,17 +25,13 @@ class Session:
         self.config = EvalConfig(**settings["protocol"])
         self._baseline: Backend | None = None  # built on first use
         self.console = Console(width=None if sys.stdout.isatty() else 160)
+        self.warnings: list[str] = []
 
-    def problems(self) -> list[tuple[str, Problem]]:
-        s = self.s
-        out = []
-        for spec in s["tasks"]:
-            if is_file_task(spec):
-                found = load_file(spec, s["field"] or {"question": "question", "answer": "answer"}, s["task_kind"], s["limit"])
-            else:
-                found = load_task(spec, data_dir=s["data_dir"], limit=s["limit"])
-            out += [(task_name(spec), p) for p in found]
-        return out
+    def warn(self, message: str) -> None:
+        """Printed (stderr) and kept for summary.json."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+            Console(stderr=True, width=self.console.width).print(f"warning: {message}", markup=False, highlight=False)
 
     def backend(self, model: str, url: str | None, parallel: bool = True) -> Backend:
         s = self.s
@@ -41,16 +40,22 @@ class Session:
 
             tok = load_tagged_tokenizer(s["tokenizer"] or model)
             return make_backend("openai", url=url, tokenizer=tok, served_model=s["served_model"], api_key=self.api_key,
-                                concurrency=s["concurrency"], max_retries=s["max_retries"], extra_body=s["request_extra"])
+                                concurrency=s["concurrency"], max_retries=s["max_retries"], extra_body=s["request_extra"],
+                                model_dir=s["tokenizer"] or model)
         return make_backend(s["backend"], model=model, device=s["device"], url=url, parallel=parallel)
 
-    def run(self) -> int:
-        problems = self.problems()  # bad task files fail here, before any model loads
+    def run(self, problems: list[tuple[str, Problem]] | None = None, data: dict[str, Any] | None = None) -> int:
+        if problems is None:  # the CLI loads them before the output folder exists
+            from multiverse.evaluation.sources import load_problems
+
+            problems, data = load_problems(self.s)
         model = self.backend(self.s["model"], self.s["url"])
         summary: dict[str, Any] = {
             "settings": self.s,
             "versions": versions(),
+            "harness": harness_commit(),
             "model": model_fingerprint(self.s["model"]),
+            "data": data,
             "backend": model.describe(),
         }
         if self.s["budgets"]:
@@ -63,6 +68,7 @@ class Session:
                 summary["baseline_tasks"] = self.evaluate(self.baseline(), problems, self.baseline_config(), "baseline")
         if self.s["compare_sequential"]:
             summary["speed"] = self.speed(model, problems)
+        summary["warnings"] = self.warnings
         summary["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         path = os.path.join(self.out, "summary.json")
         write_json(path, summary)
@@ -76,7 +82,7 @@ class Session:
         return self._baseline
 
     def baseline_config(self) -> EvalConfig:
-        return replace(self.config, suffix=self.s["baseline_suffix"])
+        return baseline_protocol(self.config, self.s["baseline_suffix"])
 
     def evaluate(
         self, backend: Backend, problems: list[tuple[str, Problem]], config: EvalConfig, label: str = ""
@@ -88,7 +94,8 @@ class Session:
 
         records = RecordFile(os.path.join(self.out, label, "records.jsonl"))
         start, before = time.perf_counter(), len(records.records)
-        done = run_samples(backend, problems, config, records, desc=label or "eval", progress=self.progress)
+        done = run_samples(backend, problems, config, records, desc=label or "eval", progress=self.progress, warn=self.warn)
+        self.check_tags(backend, done, label)
         wall, decoded = time.perf_counter() - start, len(records.records) - before
         summaries = summarise(done, config.samples)
         for s in summaries.values():  # a resumed run times only what it decoded now
@@ -104,13 +111,24 @@ class Session:
                                    f"the tokens and loses {stop['stopped_correct']} right answers")
         return summaries
 
+    def check_tags(self, backend: Backend, records: list[dict[str, Any]], label: str) -> None:
+        """A server backend's outputs of a Multiverse model without their structure tags: warned, never silent."""
+        if backend.name != "openai":
+            return
+        from multiverse.evaluation.tagcheck import stripped_tags
+
+        model = self.s["baseline_model"] if label == "baseline" else self.s["tokenizer"] or self.s["model"]
+        for message in stripped_tags(records, model, getattr(backend, "extra_body", None)):
+            self.warn(message)
+
     def sweep(self, model: Backend, problems: list[tuple[str, Problem]]) -> dict[str, Any]:
         from multiverse.evaluation.sweep import Arm, budget_sweep, plot, table
 
         arms = [Arm("model", model, self.config, _name(self.s["model"]))]
         if self.s["baseline_model"]:
             arms.append(Arm("baseline", self.baseline(), self.baseline_config(), _name(self.s["baseline_model"])))
-        rows = budget_sweep(arms, problems, self.s["budgets"], self.s["budget_kind"], self.out, self.progress)
+        rows = budget_sweep(arms, problems, self.s["budgets"], self.s["budget_kind"], self.out, self.progress,
+                            self.warn)
         text = table(rows)
         with open(os.path.join(self.out, "budget_sweep.md"), "w", encoding="utf-8") as f:
             f.write(text + "\n")
@@ -143,10 +161,11 @@ class Session:
             os.remove(path)  # timings are remeasured whole: a resumed run times every pair again
         if self.s["baseline_model"]:  # the twin, prompted as it was trained
             sequential, seq_config = self.baseline(), self.baseline_config()
-        else:
+        else:  # the same model with forks off: a ratio, never called a speedup over a baseline
             sequential, seq_config = backend.sequential(), self.config
         result = compare_sequential(backend, sequential, chosen, self.config, self.s["speed_rounds"], path,
-                                    self.progress, sequential_config=seq_config, batch_size=self.s["speed_batch_size"])
+                                    self.progress, sequential_config=seq_config, batch_size=self.s["speed_batch_size"],
+                                    baseline=bool(self.s["baseline_model"]))
         self.console.print(print_speed(result), markup=False, highlight=False)
         return result
 

@@ -42,14 +42,15 @@ class Arm:
 
 def budget_sweep(
     arms: Sequence[Arm], problems: Sequence[tuple[str, Problem]], budgets: Sequence[int], kind: str, out_dir: str,
-    progress: bool = True,
+    progress: bool = True, warn: Any = None,
 ) -> list[dict[str, Any]]:
     rows = []
     for arm in arms:
         for budget in budgets:
             config = arm.config.with_budget(budget, kind)
             records = RecordFile(os.path.join(out_dir, arm.label, f"budget-{budget}", "records.jsonl"))
-            done = run_samples(arm.backend, problems, config, records, desc=f"{arm.label} @ {budget}", progress=progress)
+            done = run_samples(arm.backend, problems, config, records, desc=f"{arm.label} @ {budget}", progress=progress,
+                               **({"warn": warn} if warn else {}))
             for task, s in summarise(done, config.samples).items():
                 rows.append({"label": arm.label, "name": arm.name, "budget": budget, "kind": kind, "task": task, **s,
                              "accuracy": s[f"avg@{config.samples}"]})

@@ -133,12 +133,20 @@ def remainders_problems(n: int) -> list[Problem]:
             for i, r in enumerate(held_out_rows(n))]
 
 
-def _rows(task: Task, path: str | None, data_dir: str | None) -> list[dict[str, Any]]:
+def local_file(name: str, data_dir: str | None) -> str | None:
+    """The local copy a named task reads: `data_dir/<file>`, else the package's own copy (multiverse/data, so
+    the benchmarks work offline), else None (the hub, or generated)."""
     from multiverse.data import DATA_DIR
 
-    for folder in (data_dir, DATA_DIR):  # --data-dir first, then the package's own copies (offline)
-        if path is None and folder is not None and task.local and os.path.exists(os.path.join(folder, task.local)):
-            path = os.path.join(folder, task.local)
+    task = TASKS[name]
+    for folder in (data_dir, DATA_DIR):  # --data-dir first, then the package's own copies
+        if folder is not None and task.local and os.path.exists(os.path.join(folder, task.local)):
+            return os.path.join(folder, task.local)
+    return None
+
+
+def _rows(task: Task, path: str | None, data_dir: str | None) -> list[dict[str, Any]]:
+    path = path if path is not None else local_file(task.name, data_dir)
     if path is not None:
         if not os.path.exists(path):
             raise UsageError(f"{task.name}: no such file {path}")

@@ -58,9 +58,13 @@ class Generation:
 class Backend(Protocol):
     name: str
     tokenizer: Any  # used for prompts' chat template, special tokens and counts
+    context: Any  # multiverse.evaluation.context.Context: the positions a prompt and its generation may use
 
-    def generate(self, prompts: Sequence[Prompt], decodings: Sequence[Decoding]) -> Iterator[tuple[int, Generation]]:
-        """(index into prompts, Generation) as each one finishes, in any order."""
+    def generate(
+        self, prompts: Sequence[Prompt], decodings: Sequence[Decoding], in_flight: int | None = None
+    ) -> Iterator[tuple[int, Generation]]:
+        """(index into prompts, Generation) as each one finishes, in any order; up to `in_flight` requests run at
+        once (a server backend: its own concurrency) and the next starts as soon as one finishes."""
         ...
 
     def generate_all(self, prompts: Sequence[Prompt], decodings: Sequence[Decoding]) -> list[Generation]:

@@ -34,18 +34,24 @@ class NativeBackend:
                 raise CommandError(f"--backend {backend}: {err}") from err
         self.lm = lm
         self.tokenizer = lm.tokenizer
+        self.context = engine_context(lm)
 
-    def generate(self, prompts: Sequence[Prompt], decodings: Sequence[Decoding]) -> Iterator[tuple[int, Generation]]:
-        """Submit all, step the engine, yield each request the step it finishes (its record is written then)."""
+    def generate(
+        self, prompts: Sequence[Prompt], decodings: Sequence[Decoding], in_flight: int | None = None
+    ) -> Iterator[tuple[int, Generation]]:
+        """Keep up to `in_flight` requests in the engine (all when None), step it, yield each request the step it
+        finishes (its record is written then) and submit the next in its place: no batch waits for its slowest."""
         from engine.request import Phase
 
-        params = [self._params(d) for d in decodings]
-        requests = [self.lm.submit(p, q) for p, q in zip(prompts, params)]
-        step = self.lm.step
-        pending = dict(enumerate(requests))
+        window = in_flight or max(1, len(prompts))
+        waiting = list(range(len(prompts)))[::-1]  # popped from the end: prompt order
+        pending: dict[int, Any] = {}
         try:
-            while pending:
-                step()
+            while waiting or pending:
+                while waiting and len(pending) < window:
+                    i = waiting.pop()
+                    pending[i] = self.lm.submit(prompts[i], self._params(decodings[i]))
+                self.lm.step()
                 for i, request in list(pending.items()):
                     if request.phase is Phase.FINISHED:
                         del pending[i]
@@ -78,7 +84,19 @@ class NativeBackend:
         return NativeBackend(None, backend=self.name, url=self.url, parallel=False, lm=lm)
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "url": self.url, "parallel": self.parallel, "device": str(self.lm.device)}
+        return {"backend": self.name, "url": self.url, "parallel": self.parallel, "device": str(self.lm.device),
+                "context_length": self.context.length, "context_source": self.context.source}
+
+
+def engine_context(lm: Any) -> Any:
+    """The SGLang server's context length when there is one, else the model's config, else the tokenizer's."""
+    from multiverse.evaluation.context import Context, from_model
+
+    server = getattr(lm, "server", None)
+    length = server.info.get("context_length") if server is not None and isinstance(getattr(server, "info", None), dict) else None
+    if isinstance(length, int) and length > 0:
+        return Context(length, "the SGLang server's context_length")
+    return from_model(getattr(lm, "model", None), lm.tokenizer)
 
 
 def to_generation(out: Any) -> Generation:

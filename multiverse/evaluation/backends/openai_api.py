@@ -4,6 +4,9 @@ Requests run concurrently (a thread pool of `concurrency`); the client retries c
 with backoff (`max_retries`). The server returns text only, so the structure, critical path and degree of
 parallelism come from that text through the core, with the model's tokenizer. `skip_special_tokens: false` is
 sent so that servers which strip special tokens by default (vLLM, SGLang) keep the structure tags.
+The context length is the server's (`/models` max_model_len, SGLang's info routes), else the tokenizer's model's
+config. A server that is not a Multiverse server counts `max_tokens` against the context, so there the total
+budget is capped too (`caps_total`); a Multiverse server (`owned_by: multiverse`) caps only the critical path.
 """
 from __future__ import annotations
 
@@ -33,21 +36,31 @@ class OpenAIBackend:
         max_retries: int = 3,
         timeout_s: float = 600.0,
         extra_body: dict[str, Any] | None = None,
+        model_dir: str | None = None,
     ) -> None:
         import openai
+
+        from multiverse.evaluation.context import from_directory, from_server
 
         self.url, self.tokenizer, self.concurrency = url, tokenizer, concurrency
         self.extra_body = DEFAULT_EXTRA if extra_body is None else extra_body
         self.client = openai.OpenAI(base_url=url, api_key=api_key, max_retries=max_retries, timeout=timeout_s)
         try:
-            served = [m.id for m in self.client.models.list().data]
+            cards = self.client.models.list().data
         except openai.APIError as err:
             raise CommandError(f"--url {url}: the server does not answer /models ({err})") from err
+        served = [m.id for m in cards]
         if served_model is not None and served_model not in served:
             raise CommandError(f"--served-model {served_model}: the server at {url} serves {served}")
         self.served_model = served_model or served[0]
+        card = next(m for m in cards if m.id == self.served_model)
+        self.caps_total = getattr(card, "owned_by", None) != "multiverse"
+        self.context = from_server(url, self.served_model, api_key) or from_directory(model_dir, tokenizer)
 
-    def generate(self, prompts: Sequence[Prompt], decodings: Sequence[Decoding]) -> Iterator[tuple[int, Generation]]:
+    def generate(
+        self, prompts: Sequence[Prompt], decodings: Sequence[Decoding], in_flight: int | None = None
+    ) -> Iterator[tuple[int, Generation]]:
+        """`concurrency` requests in flight (the pool's workers), each next one sent as soon as a worker is free."""
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             futures = {pool.submit(self._one, p, d): i for i, (p, d) in enumerate(zip(prompts, decodings))}
             try:
@@ -103,4 +116,6 @@ class OpenAIBackend:
         raise CommandError("--compare-sequential needs the native or sglang backend (a server decodes as it was started)")
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": "openai", "url": self.url, "served_model": self.served_model, "concurrency": self.concurrency}
+        return {"backend": "openai", "url": self.url, "served_model": self.served_model, "concurrency": self.concurrency,
+                "context_length": self.context.length, "context_source": self.context.source,
+                "request_extra": self.extra_body}
