@@ -51,7 +51,7 @@ def wilson(p: float, n: float, z: float = Z95) -> tuple[float, float]:
         return (0.0, 1.0)
     center = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return (max(0.0, center - half), min(1.0, center + half))
+    return (max(0.0, min(p, center - half)), min(1.0, max(p, center + half)))  # rounding never excludes p
 
 
 def proportion(values: Sequence[float]) -> Estimate:
