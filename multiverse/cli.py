@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.cli", "fine-tune a Hugging Face causal LM with Multiverse Attention"),
     "curate": ("data_pipeline.cli", "turn sequential reasoning traces into Multiverse data"),
     "eval": ("multiverse.evaluation.cli", "evaluate on AIME24/25, MATH500, GPQA-Diamond"),
+    "view": ("multiverse.evaluation.view_cli", "write one self-contained HTML page of an eval run"),
 }
 
 

@@ -132,7 +132,8 @@ def test_cli_runs_end_to_end(tok, tmp_path) -> None:
     assert 0.0 <= acc["mean"] <= 1.0 and acc["n"] == 4 and "pass@2" in summary["tasks"]["all"]
     assert summary["speed"]["pairs"] == 2
     assert "multiverse eval" in proc.stdout and "speed:" in proc.stdout
-    assert "no speedup" in proc.stdout or "[quartiles" in proc.stdout  # printed whole, brackets included
+    assert "no ratio is reported" in proc.stdout or "[quartiles" in proc.stdout  # printed whole, brackets included
+    assert "NOT a baseline" in proc.stdout and summary["speed"]["speedup"] is None  # no --baseline-model: forks off
 
 
 def test_sglang_backend_is_passed_through_to_multiverse_lm(tmp_path) -> None:

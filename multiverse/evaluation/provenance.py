@@ -94,3 +94,11 @@ def harness_commit() -> dict[str, Any]:
     if head.returncode != 0:
         return {"commit": None, "dirty": None, "note": "not a git checkout (an installed package)"}
     return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
+def write_text(path: str, text: str) -> None:
+    """Written to a temporary file and renamed, like write_json."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
