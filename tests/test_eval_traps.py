@@ -139,12 +139,12 @@ def test_hub_task_provenance_names_the_cached_revision(tmp_path, monkeypatch) ->
 
     from multiverse.evaluation.sources import source_of
 
-    ref = tmp_path / "datasets--HuggingFaceH4--MATH-500" / "refs"
+    ref = tmp_path / "datasets--Idavidrein--gpqa" / "refs"  # a task the package has no copy of
     ref.mkdir(parents=True)
     (ref / "main").write_text("0123456789abcdef0123456789abcdef01234567")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # where this machine's hub cache would be
-    found = source_of("math500", None, [Problem("1", "q", "a", "math")])
-    assert found["source"] == "hub" and found["dataset"] == "HuggingFaceH4/MATH-500"
+    found = source_of("gpqa_diamond", None, [Problem("1", "q", "A", "choice")])
+    assert found["source"] == "hub" and found["dataset"] == "Idavidrein/gpqa" and found["config"] == "gpqa_diamond"
     assert found["revision"] == "0123456789abcdef0123456789abcdef01234567"
 
 
