@@ -143,7 +143,9 @@ def test_past_max_waiting_clients_get_503_and_admitted_requests_are_unchanged(to
                     lines = stream.aiter_lines()
                     first = await anext(lines)  # the long request decodes
                     waiting = asyncio.create_task(http.post("/v1/completions", json=short))
-                    while metric(url, "multiverse_requests_in_flight") < 2:
+                    for _ in range(500):  # bounded: 5 s for the short request to be admitted behind it
+                        if metric(url, "multiverse_requests_in_flight") == 2:
+                            break
                         await asyncio.sleep(0.01)
                     refused = await asyncio.gather(
                         http.post("/v1/completions", json=short),
