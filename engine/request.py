@@ -50,6 +50,7 @@ class Request:
     fork_accepted: int = 0  # of those, kept (at or over fork_threshold)
     peak_kv_pages: int = 0  # most KV pages its branches held together at the end of a step
     peak_paths: int = 0  # most branches decoding at once (running or closing with KV to compute)
+    refreshed_tokens: list[int] = field(default_factory=list)  # merge="refresh": path tokens re-encoded per merge
     start_time: float = field(default_factory=time.perf_counter)
     end_time: float | None = None
     output: RequestOutput | None = None
@@ -64,6 +65,7 @@ class Request:
         self.num_generated = self.num_forks = self.num_merges = 0
         self.max_position, self.fallbacks, self.finish_reason = -1, [], None
         self.fork_proposals = self.fork_accepted = 0
+        self.refreshed_tokens = []
         return self.root
 
     def note_memory(self) -> None:
@@ -131,7 +133,10 @@ class Request:
             num_merges=self.num_merges,
             fallbacks=list(self.fallbacks),
             num_preemptions=self.num_preemptions,
-            merges_exact=self.num_merges,  # the native merge absorbs the children's KV as computed
+            # reuse absorbs the children's KV as computed; refresh recomputes the joined paths (engine/refresh.py)
+            merges_exact=self.num_merges - len(self.refreshed_tokens),
+            merges_recomputed=len(self.refreshed_tokens),
+            merge_prefill_tokens=list(self.refreshed_tokens),
             fork_proposals=self.fork_proposals,
             fork_accepted=self.fork_accepted,
             peak_kv_pages=self.peak_kv_pages,

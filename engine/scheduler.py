@@ -22,7 +22,7 @@ import time
 from collections import deque
 from dataclasses import replace
 
-from engine import path_cap
+from engine import path_cap, refresh
 from engine.branch import Branch, Status
 from engine.config import EngineConfig
 from engine.detok import TextCodec
@@ -346,6 +346,8 @@ class Scheduler:
 
     def _merge(self, request: Request, parent: Branch, children: list[Branch]) -> None:
         """Parent reads prefix + child 1 + ... + child n (KV as computed); <Conclusion> forced at m + 1."""
+        if request.params.merge == "refresh":
+            return self._merge_refresh(request, parent, children)
         if not self._make_room(request, self.pool.pages_for(1, children[-1].tail_free)):
             return
         parent.absorb(self.pool, children)
@@ -354,6 +356,24 @@ class Scheduler:
         parent.state.merged(max(c.end_position for c in children))
         parent.status = Status.RUNNING
         request.num_merges += 1
+        self._emit(request, Merged(request.request_id, parent.label, tuple(c.label for c in children)))
+        self._consume(request, parent, self.vocab.tags.conclusion_open, None)
+
+    def _merge_refresh(self, request: Request, parent: Branch, children: list[Branch]) -> None:
+        """merge="refresh" (engine/refresh.py): the children's KV is dropped, the joined paths are re-encoded."""
+        tokens = refresh.joined(children)
+        for child in children:  # its last </Path> may still be pending: it is re-encoded, never written to its slot
+            child.release(self.pool)
+            child.pending_ids.clear()
+            child.pending_pos.clear()
+            child.status = Status.DONE
+        if not self._make_room(request, self.pool.pages_for(len(tokens) + 1, parent.tail_free)):
+            return
+        last = refresh.reencode(self.pool, parent, tokens)
+        parent.state.merged(last)
+        parent.status = Status.RUNNING
+        request.num_merges += 1
+        request.refreshed_tokens.append(len(tokens))
         self._emit(request, Merged(request.request_id, parent.label, tuple(c.label for c in children)))
         self._consume(request, parent, self.vocab.tags.conclusion_open, None)
 
