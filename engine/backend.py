@@ -55,6 +55,30 @@ def add_backend_arguments(parser: Any) -> None:
                         help="native: this process runs the model; sglang: a SGLang server decodes (with --url; "
                         "start it with SGLANG_PLUGINS=multiverse ... --radix-cache-backend multiverse --page-size 1)")
     parser.add_argument("--url", default=None, help="the SGLang server for --backend sglang, e.g. http://127.0.0.1:30000")
+    add_client_arguments(parser)
+
+
+def add_client_arguments(parser: Any) -> None:
+    """The SGLang client's options (engine/sglang/options.py), shared by generate, serve and eval."""
+    parser.add_argument("--sglang-timeout", type=float, default=600.0, metavar="S",
+                        help="--backend sglang: HTTP timeout of one /generate call in seconds (default 600)")
+    parser.add_argument("--sglang-call-tokens", type=int, default=512, metavar="N",
+                        help="--backend sglang: new tokens one call may decode; a longer stretch takes several calls, "
+                        "so keep N / (tokens/s per sequence) well under --sglang-timeout (default 512)")
+    parser.add_argument("--sglang-retries", type=int, default=2, metavar="N",
+                        help="--backend sglang: times a call that timed out or got a 5xx is sent again; then only "
+                        "the requests of that call end, with the cause in their error (default 2)")
+
+
+def client_options(args: Any) -> dict[str, Any]:
+    """The SGLang client's keyword options from parsed flags; UsageError for a value out of range."""
+    from multiverse.errors import UsageError, check_at_least
+
+    if not args.sglang_timeout > 0:
+        raise UsageError(f"--sglang-timeout {args.sglang_timeout}: must be > 0 seconds")
+    check_at_least("--sglang-call-tokens", args.sglang_call_tokens, 1)
+    check_at_least("--sglang-retries", args.sglang_retries, 0)
+    return {"timeout_s": args.sglang_timeout, "call_tokens": args.sglang_call_tokens, "retries": args.sglang_retries}
 
 
 def remote_from_args(args: Any, model: Any, **structure: Any) -> Backend | None:
@@ -67,4 +91,5 @@ def remote_from_args(args: Any, model: Any, **structure: Any) -> Backend | None:
         return None
     if not args.url:
         raise UsageError("--backend sglang needs --url http://HOST:PORT of the SGLang server")
-    return open_backend(model, "sglang", args.url, **{k: v for k, v in structure.items() if v is not None})
+    options = {k: v for k, v in structure.items() if v is not None}
+    return open_backend(model, "sglang", args.url, **options, **client_options(args))

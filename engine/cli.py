@@ -80,6 +80,9 @@ def check_args(args: argparse.Namespace) -> None:
         controls.from_arguments(args)
     except (TypeError, ValueError) as err:
         raise UsageError(str(err).replace("SamplingParams.", "--").replace("_", "-")) from err
+    from engine.backend import client_options
+
+    client_options(args)
 
 
 def run(args: argparse.Namespace) -> int:

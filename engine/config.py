@@ -27,6 +27,7 @@ class EngineConfig:
     device: str | None = None  # None: the model's device
     dtype: torch.dtype | None = None  # None: the model's dtype
     check_integrity: bool = False  # assert the KV accounting after every step (tests)
+    step_delay_s: float = 0.0  # test-only: sleep this long before each forward (a slowed engine; serve: $MULTIVERSE_STEP_DELAY_S)
 
     def __post_init__(self) -> None:
         for name in ("num_pages", "page_size", "max_batch_tokens", "max_running"):
@@ -36,6 +37,8 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.admission_skip_limit must be >= 0, got {self.admission_skip_limit}")
         if self.reserve_pages < 0 or self.reserve_pages >= self.num_pages:
             raise ValueError(f"EngineConfig.reserve_pages must be in [0, num_pages), got {self.reserve_pages}")
+        if not 0 <= self.step_delay_s < 60:
+            raise ValueError(f"EngineConfig.step_delay_s must be in [0, 60) seconds, got {self.step_delay_s}")
         for name in ("max_paths", "max_depth"):
             value = getattr(self, name)
             if value is not None and value < 1:

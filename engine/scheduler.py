@@ -87,6 +87,8 @@ class Scheduler:
         rows = [(r, b) for r in self.running for b in r.branches() if b.pending_ids]
         if rows:
             samplers = [(r, b) for r, b in rows if b.status is Status.RUNNING]
+            if self.config.step_delay_s:  # test-only: a slow model (timeouts, bounded SGLang calls)
+                time.sleep(self.config.step_delay_s)
             try:
                 logits = self.runner.forward([b for _, b in rows], [b.status is Status.RUNNING for _, b in rows])
             except Exception as err:

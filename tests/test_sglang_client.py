@@ -17,44 +17,16 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from sglang_scripted import ScriptedServedLM, scripted_jobs  # noqa: E402
 from sglang_support import random_block  # noqa: E402
 
 from engine.api import MultiverseLM  # noqa: E402
 from engine.events import BranchOpened, Finished  # noqa: E402
-from engine.native import NativeEngine  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
-from engine.script import ScriptedProcessor  # noqa: E402
-from multiverse.attention import StructureRules  # noqa: E402
-from multiverse.encode import encode_trace  # noqa: E402
 from multiverse.tiny import build_model  # noqa: E402
 from tests.server_support import start  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class ScriptUnion:
-    """One logits processor following many scripts: the union of their (visible ids -> next token) tables."""
-
-    def __init__(self, procs: list[ScriptedProcessor], fallback: int) -> None:
-        self.next = {k: v for p in procs for k, v in p.next.items()}
-        self.fallback = fallback
-
-    def __call__(self, visible_ids, logits):  # noqa: ANN001, ANN204 - the engine's processor signature
-        out = logits.new_full(logits.shape, float("-inf"))
-        out[self.next.get(tuple(visible_ids), self.fallback)] = 0.0
-        return out
-
-
-class ScriptedServedLM(NativeEngine):
-    """The served engine: every request it gets follows the union of the test's scripts."""
-
-    script: ScriptUnion | None = None
-
-    def _prepare(self, prompt, params, sink):  # noqa: ANN001, ANN202
-        params = params or SamplingParams()
-        if self.script is not None:
-            params = replace(params, logits_processors=(self.script,))
-        return super()._prepare(prompt, params, sink)
 
 
 @pytest.fixture(scope="module")
@@ -71,17 +43,7 @@ def setup(tok):
 
 def scripted(tok, setup, bodies: list[str], raw: bool = False, **kw):
     """Prompts and native params following `bodies`; the served engine gets the same scripts."""
-    native, served_lm, _ = setup
-    prompts, params, procs = [], [], []
-    for i, body in enumerate(bodies):
-        prompt = tok(f"Question {i}: what is 12 * 12?")["input_ids"]
-        ids = tok(body, add_special_tokens=False)["input_ids"] if raw else encode_trace(body, tok)
-        target = prompt + ids + [tok.eos_token_id]
-        proc = ScriptedProcessor(target, len(prompt), tok, StructureRules(max_paths=kw.get("max_paths")))
-        prompts.append(prompt)
-        procs.append(proc)
-        params.append(SamplingParams(temperature=0, logprobs=True, logits_processors=[proc], **kw))
-    served_lm.script = ScriptUnion(procs, tok.eos_token_id)
+    prompts, params, setup[1].script = scripted_jobs(tok, bodies, raw, **kw)
     return prompts, params
 
 

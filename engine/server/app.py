@@ -26,7 +26,8 @@ from engine.server.openai_api import router as openai_router
 
 log = logging.getLogger("multiverse.serve")
 _PROTECTED = ("/v1/", "/generate")
-_ROUTES = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/generate", "/health", "/metrics"}
+_ROUTES = {"/v1/completions", "/v1/chat/completions", "/v1/models", "/generate", "/model_info", "/get_model_info",
+           "/health", "/metrics"}
 
 
 @dataclass

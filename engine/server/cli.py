@@ -57,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         lm = _build(args)
         config = ServerConfig(
-            model_name=args.served_model_name, max_model_len=_context(args, lm), default_max_tokens=args.default_max_tokens,
+            model_name=args.served_model_name, model_path=None if args.tiny else args.model,
+            max_model_len=_context(args, lm), default_max_tokens=args.default_max_tokens,
             api_key=args.api_key or None, shutdown_timeout_s=args.shutdown_timeout, max_waiting=args.max_waiting,
             max_body_bytes=args.max_body_bytes,
         )
@@ -83,6 +84,9 @@ def check_args(args: argparse.Namespace) -> None:
                              ("--max-waiting", args.max_waiting, 0), ("--max-body-bytes", args.max_body_bytes, 1)]:
         if value is not None and value < low:
             raise UsageError(f"{flag} {value}: must be >= {low}")
+    from engine.backend import client_options
+
+    client_options(args)
 
 
 def _build(args: argparse.Namespace) -> Any:
@@ -95,6 +99,7 @@ def _build(args: argparse.Namespace) -> Any:
         parallel=not args.sequential, max_paths=args.max_paths, max_depth=args.max_depth, num_pages=args.num_pages,
         page_size=args.page_size, max_running=args.max_running,
         dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
+        step_delay_s=_step_delay(),
     )
     remote = remote_from_args(args, args.model, parallel=options["parallel"], max_paths=args.max_paths,
                               max_depth=args.max_depth, max_running=args.max_running)
@@ -106,6 +111,18 @@ def _build(args: argparse.Namespace) -> Any:
         tok = build_tokenizer()
         return MultiverseLM(build_model(tok), tok, device=args.device, **options)
     return MultiverseLM(args.model, device=args.device, **options)
+
+
+def _step_delay() -> float:
+    """Test-only: $MULTIVERSE_STEP_DELAY_S seconds of sleep before each engine forward (a slow model)."""
+    raw = os.environ.get("MULTIVERSE_STEP_DELAY_S", "0")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < 60:
+        raise UsageError(f"MULTIVERSE_STEP_DELAY_S={raw!r}: must be a number of seconds in [0, 60)")
+    return value
 
 
 def _context(args: argparse.Namespace, lm: Any) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ServerConfig:
     model_name: str = "multiverse"  # the only name /v1/models lists and requests may ask for
+    model_path: str | None = None  # what /model_info names (None: a model built in-process)
     max_model_len: int = 4096  # prompt tokens + generated positions (the model's RoPE range unless lowered)
     default_max_tokens: int = 256  # max_tokens when a request gives none
     api_key: str | None = None  # when set, /v1/* and /generate need "Authorization: Bearer <key>"

@@ -27,6 +27,15 @@ from engine.server.waiting import wait_all_or_disconnect
 router = APIRouter()
 
 
+@router.get("/model_info")
+@router.get("/get_model_info")  # SGLang's older name (deprecated there, still answered)
+async def model_info(request: Request) -> dict[str, Any]:
+    """SGLang's model info: a client without a model path loads the tokenizer and generation config from here."""
+    config = request.app.state.mv.config
+    return {"model_path": config.model_path, "tokenizer_path": config.model_path, "served_model_name": config.model_name,
+            "is_generation": True, "preferred_sampling_params": None, "weight_version": "default"}
+
+
 @router.api_route("/generate", methods=["POST", "PUT"])
 async def generate(body: GenerateRequest, request: Request) -> Any:
     state = request.app.state.mv

@@ -7,7 +7,13 @@ server is SGLang with the `multiverse` plugin (its cache reuses the children's K
 exact tokens, counted `merges_recomputed`). A stock SGLang would recompute merges causally (siblings visible,
 positions contiguous): refused unless `approximate=True`, and then every such merge is counted recomputed.
 
-    lm = MultiverseLM("path/to/model-or-tokenizer", backend="sglang", url="http://127.0.0.1:30000")
+    lm = MultiverseLM("path/to/model", backend="sglang", url="http://127.0.0.1:30000")
+    lm = MultiverseLM(backend="sglang", url=URL, timeout_s=120, call_tokens=256)   # the server names its model
+
+Options (options.py): `timeout_s` per HTTP call, `call_tokens` new tokens per segment call (a long sequential
+stretch is several bounded calls), `retries` / `retry_wait_s` for a call that times out or gets a 5xx (then
+only the requests of that call end, with the cause in `error`). Without a model path the tokenizer and the
+end-of-sequence ids come from the server's model (model_files.py), so stops are the native engine's.
 """
 from __future__ import annotations
 
@@ -18,11 +24,13 @@ import torch
 
 from engine.config import EngineConfig
 from engine.detok import TextCodec
-from engine.driver import Driver, Prompt, eos_ids
+from engine.driver import Driver, Prompt
 from engine.kv_pool import KVPool
 from engine.params import SamplingParams
 from engine.request import Request
 from engine.sglang.http import ServerError, Wire
+from engine.sglang.model_files import client_eos_ids, client_tokenizer
+from engine.sglang.options import ClientOptions
 from engine.sglang.scheduler import RemoteScheduler
 from engine.sglang.segments import Segments
 from multiverse.tags import StructureVocab
@@ -41,12 +49,16 @@ class SGLangClient(Driver):
         url: str | None = None,
         approximate: bool = False,
         timeout_s: float = 600.0,
+        call_tokens: int = 512,
+        retries: int = 2,
+        retry_wait_s: float = 0.5,
         **engine_options: Any,
     ) -> None:
         if url is None:
             raise ValueError('MultiverseLM(backend="sglang") needs url="http://HOST:PORT" of the server')
         config = EngineConfig.from_options(**engine_options)
-        self.wire = Wire(url, timeout_s)
+        self.options = ClientOptions(timeout_s, call_tokens, retries, retry_wait_s, approximate)
+        self.wire = Wire(url, self.options)
         try:
             self.server = self.wire.probe()
             if not self.server.exact and not approximate:
@@ -57,18 +69,18 @@ class SGLangClient(Driver):
                     "SGLANG_PLUGINS=multiverse ... --radix-cache-backend multiverse --page-size 1, or pass "
                     "approximate=True to accept approximate merges (counted in stats.merges_recomputed)"
                 )
-            tokenizer = _tokenizer(model, tokenizer, self.server.info)
+            tokenizer = client_tokenizer(model, tokenizer, self.server.info)
+            eos = client_eos_ids(model, tokenizer, self.server.info)
         except BaseException:
             self.wire.close()
             raise
         self.approximate = not self.server.exact
         self.model, self.device = None, torch.device("cpu")
         vocab = StructureVocab.from_tokenizer(tokenizer)
-        eos = _eos_ids(model, tokenizer)
         pool = KVPool(1, 1, 1, config.num_pages, config.page_size, torch.float32, "cpu")  # slot accounting only
         codec = TextCodec(tokenizer, keep=vocab.tags.all())
         scheduler = RemoteScheduler(None, pool, config, vocab, eos, codec)  # type: ignore[arg-type]
-        scheduler.segments = Segments(self.wire, vocab.tags, eos)
+        scheduler.segments = Segments(self.wire, vocab.tags, eos, self.options.call_tokens)
         super().__init__(tokenizer, config, vocab, codec, scheduler)
 
     def generate(
@@ -113,25 +125,3 @@ class SGLangClient(Driver):
                     self.scheduler.segments.processors[request.request_id] = processor
         return requests
 
-
-def _tokenizer(model: Any, tokenizer: Any, info: dict[str, Any]) -> Any:
-    if tokenizer is not None:
-        return tokenizer
-    from transformers import AutoTokenizer
-
-    path = str(model) if model is not None else info.get("tokenizer_path") or info.get("model_path")
-    if not path:
-        raise ValueError("pass the model path (or tokenizer=) so the client can tokenize: the server did not name it")
-    return AutoTokenizer.from_pretrained(path)
-
-
-def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    generation = None
-    if isinstance(model, (str,)) or hasattr(model, "__fspath__"):
-        try:
-            from transformers import GenerationConfig
-
-            generation = GenerationConfig.from_pretrained(str(model))
-        except (OSError, ValueError):
-            pass
-    return eos_ids(tokenizer, generation)

@@ -5,7 +5,8 @@ fallbacks, forks, merges, stream events and results, whichever engine computes t
 takes its next token from its segment (the calls a step needs go out as one batched `/generate`), closed paths
 get their `</Path>` KV computed on the server, then each token goes through the native `_on_token`. A request
 whose calls are still in flight sits the step out (all its branches: they stay in lock step, so its output is
-the native one); the others go on. The local
+the native one); the others go on. A call that failed for good (the wire retried it) ends the requests with
+an input in it, with finish_reason "error" and the cause in `error`; no other request notices. The local
 KV pool only counts slots (one float per slot): the KV lives on the server.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ from engine.branch import Branch, Status
 from engine.events import Event, Finished
 from engine.request import Phase, Request
 from engine.result import RequestOutput
-from engine.scheduler import EngineError, Scheduler
+from engine.scheduler import Scheduler
 from engine.sglang.http import ServerError
 from engine.sglang.segments import Segments
 
@@ -32,14 +33,7 @@ class RemoteScheduler(Scheduler):
             if mine:
                 samplers = [b for b in mine if b.status is Status.RUNNING]
                 rows[r.request_id] = (r, samplers, [b for b in mine if b.status is not Status.RUNNING and self._closes(b)])
-        try:
-            ready = self.segments.prepare(rows) if rows else set()
-        except ServerError as err:  # the server is unreachable or refused the call: the waiting requests end
-            failed = [r for r, _, _ in rows.values()]
-            for request in failed:
-                self._fail(request, err)
-            self.running = [r for r in self.running if r.phase is Phase.RUNNING]
-            raise EngineError(f"a SGLang call failed ({len(failed)} requests ended): {err}") from err
+        ready = self.segments.prepare(rows) if rows else set()
         for rid in ready:
             request, samplers, _ = rows[rid]
             for branch in request.branches():  # this request steps: its pending tokens are on the server now
@@ -47,12 +41,13 @@ class RemoteScheduler(Scheduler):
                 branch.pending_pos.clear()
                 branch.prefill_mask = None
             problem = self.segments.error(request)
+            if problem is not None:  # its call failed or the server refused it: it alone ends
+                self._fail(request, ServerError(problem))
+                continue
             for branch in samplers:
                 if request.phase is not Phase.RUNNING:
                     break
                 try:
-                    if problem is not None:  # one bad request never harms another
-                        raise ServerError(problem)
                     self._on_token(request, branch, *self.segments.take(branch))
                 except Exception as err:  # noqa: BLE001 - this request's fault: it alone ends
                     self._fail(request, err)

@@ -2,10 +2,12 @@
 
 A segment is one `/generate` call on the branch's visible ids (prompt, parent's prefix, own tokens; after a
 merge prefix + path 1..n + <Conclusion>). The server stops it at every possible structure event (`</Goal>`,
-`</Path>`, EOS, a stop) or at the remaining budget, so a segment never runs past a point where the branch's
-context changes; tokens the branch does not use (it closed, forked, hit a budget) are dropped. Greedy
-segments are a function of the visible ids alone, so reading them one token per step is what the native
-engine computes. Calls of one step go out as one batched request.
+`</Path>`, EOS, a stop), at the remaining budget or after `call_tokens` new tokens (then the next segment
+continues from the visible ids: a long stretch is several bounded calls), so a segment never runs past a
+point where the branch's context changes; tokens the branch does not use (it closed, forked, hit a budget)
+are dropped. Greedy segments are a function of the visible ids alone, so reading them one token per step is
+what the native engine computes. Calls of one step go out as one batched request; a batched call that fails
+for good (after the wire's retries) ends only the requests with an input in it (`errors`).
 
 Invariant: a buffer is valid only while `len(branch.visible) == buffer.base + buffer.taken`.
 """
@@ -42,8 +44,9 @@ class MergeCounts:
 
 
 class Segments:
-    def __init__(self, wire: Wire, tags: Any, eos_ids: frozenset[int], processor: dict[int, tuple[str, dict]] | None = None) -> None:
-        self.wire, self.tags, self.eos_ids = wire, tags, eos_ids
+    def __init__(self, wire: Wire, tags: Any, eos_ids: frozenset[int], call_tokens: int = 512,
+                 processor: dict[int, tuple[str, dict]] | None = None) -> None:
+        self.wire, self.tags, self.eos_ids, self.call_tokens = wire, tags, eos_ids, call_tokens
         self.buffers: dict[int, Buffer] = {}  # id(branch) -> its segment
         self.merges: dict[int, MergeCounts] = {}  # request id -> counts
         self.processors = processor if processor is not None else {}  # request id -> (serialized class, params)
@@ -113,10 +116,12 @@ class Segments:
         what = self.inflight.pop(future)
         try:
             replies = future.result()
-        except ServerError:
-            for _, _, b, base in what:
-                self.busy.discard((id(b), base))
-            raise
+        except Exception as err:  # noqa: BLE001 - this call failed for good: its requests end, no other
+            for kind, request, branch, base in what:
+                self.busy.discard((id(branch), base))
+                if request.phase is not Phase.FINISHED:
+                    self.errors.setdefault(request.request_id, f"the {kind} call of branch {branch.label!r} failed: {err}")
+            return
         for (kind, request, branch, base), reply in zip(what, replies):
             self.busy.discard((id(branch), base))
             if request.phase is Phase.FINISHED:  # aborted or ended while the call ran: its answer is moot
@@ -197,7 +202,7 @@ class Segments:
         if not p.ignore_eos:
             stops |= set(self.eos_ids)
         sampling: dict[str, Any] = {
-            "max_new_tokens": max(1, budget),
+            "max_new_tokens": max(1, min(budget, self.call_tokens)),
             "temperature": p.temperature,
             "top_p": p.top_p,
             "top_k": p.top_k or -1,

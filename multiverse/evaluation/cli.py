@@ -23,7 +23,8 @@ from multiverse.evaluation.tasks import KINDS, TASKS
 
 # settings that change no result, so a resume may change them: where the server is, how many requests are in
 # flight, retries, decoded together (--batch-size), timed together; --threads and --no-progress are not settings
-NEUTRAL = ("out", "resume", "progress", "url", "baseline_url", "concurrency", "max_retries", "speed_batch_size")
+NEUTRAL = ("out", "resume", "progress", "url", "baseline_url", "concurrency", "max_retries", "speed_batch_size",
+           "sglang")  # sglang: the client's timeout, call size and retries
 NEUTRAL_PROTOCOL = ("batch_size",)
 
 
@@ -40,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--max-retries", type=int, default=3, help="openai: retries per request (with backoff)")
     src.add_argument("--request-extra", help='openai: JSON merged into every request (default {"skip_special_tokens": false})')
     src.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the model's)")
+    from engine.backend import add_client_arguments
+
+    add_client_arguments(src)
     data = parser.add_argument_group("tasks")
     data.add_argument("--tasks", default="remainders", help=f"comma-separated names ({', '.join(TASKS)}) and/or .jsonl/.parquet files")
     data.add_argument("--field", help="for task files: question=COLUMN,answer=COLUMN[,id=COLUMN]")
@@ -152,6 +156,9 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
                              ("--max-retries", args.max_retries, 0)):
         if value is not None and value < low:
             raise UsageError(f"{flag} {value}: must be >= {low}")
+    from engine.backend import client_options
+
+    sglang = client_options(args)  # timeouts and call sizes: how the run is driven, not what it computes
     try:
         extra = json.loads(args.request_extra) if args.request_extra else None
     except json.JSONDecodeError as err:
@@ -164,7 +171,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "budgets": budgets, "budget_kind": args.budget_kind, "sweep": sweep, "baseline_model": args.baseline_model,
         "baseline_url": args.baseline_url, "baseline_suffix": args.baseline_suffix,
         "compare_sequential": args.compare_sequential, "speed_rounds": args.speed_rounds,
-        "speed_questions": args.speed_questions, "speed_batch_size": args.speed_batch_size,
+        "speed_questions": args.speed_questions, "speed_batch_size": args.speed_batch_size, "sglang": sglang,
     }
 
 

@@ -42,7 +42,8 @@ class Session:
             return make_backend("openai", url=url, tokenizer=tok, served_model=s["served_model"], api_key=self.api_key,
                                 concurrency=s["concurrency"], max_retries=s["max_retries"], extra_body=s["request_extra"],
                                 model_dir=s["tokenizer"] or model)
-        return make_backend(s["backend"], model=model, device=s["device"], url=url, parallel=parallel)
+        return make_backend(s["backend"], model=model, device=s["device"], url=url, parallel=parallel,
+                            client=s.get("sglang"))  # None in an older run's config: the client's defaults
 
     def run(self, problems: list[tuple[str, Problem]] | None = None, data: dict[str, Any] | None = None) -> int:
         if problems is None:  # the CLI loads them before the output folder exists

@@ -19,6 +19,7 @@ class NativeBackend:
         parallel: bool = True,
         lm: Any = None,
         logits_processors: Sequence[Any] = (),
+        client: dict[str, Any] | None = None,
     ) -> None:
         from engine.api import MultiverseLM
 
@@ -26,8 +27,8 @@ class NativeBackend:
         self.logits_processors = tuple(logits_processors)  # added to every request (scripted structures in tests)
         if lm is None:
             options: dict[str, Any] = {"device": device, "parallel": parallel}
-            if backend != "native":
-                options.update(backend=backend, url=url)
+            if backend != "native":  # the SGLang client's options (timeout_s, call_tokens, retries)
+                options.update(backend=backend, url=url, **(client or {}))
             try:
                 lm = MultiverseLM(model, tokenizer, **options)
             except (ValueError, OSError) as err:  # unknown backend, unreachable server
