@@ -25,8 +25,7 @@ from tqdm import tqdm
 from multiverse.evaluation.backends.base import Backend
 from multiverse.evaluation.grading import grade, graded_text, special_tokens
 from multiverse.evaluation.protocol import EvalConfig
-from multiverse.evaluation.records import sample_seed
-from multiverse.evaluation.runner import build_prompt, decoding
+from multiverse.evaluation.runner import prepare
 from multiverse.evaluation.tasks import Problem
 
 
@@ -83,12 +82,12 @@ def compare_sequential(
     with open(out_path, "a", encoding="utf-8") as f:
         for r in range(rounds):
             for chunk in chunks:
-                decs = [decoding(config, sample_seed(config.seed, task, p.id, 0)) for task, p in chunk]
                 pair: dict[str, Any] = {"task": chunk[0][0], "id": chunk[0][1].id, "questions": len(chunk), "round": r,
                                         "first": sides[r % 2][0]}
                 for side, backend, cfg in sides if r % 2 == 0 else sides[::-1]:
-                    prompts = [build_prompt(p, cfg, backend.tokenizer) for _, p in chunk]
-                    pair[side] = timed(backend, prompts, decs, [p for _, p in chunk])
+                    # the prompts of this side, budgets fitted into its context (the eval runs warned already)
+                    ready = prepare(backend, [(task, p, 0) for task, p in chunk], cfg, warn=lambda message: None)
+                    pair[side] = timed(backend, [x[0] for x in ready], [x[2] for x in ready], [p for _, p in chunk])
                     bar.update(1)
                 f.write(json.dumps(pair) + "\n")
                 f.flush()
