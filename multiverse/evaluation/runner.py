@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from multiverse.errors import UsageError
+from multiverse.errors import CommandError, UsageError
 from multiverse.evaluation.analysis import validity
 from multiverse.evaluation.backends.base import Backend, Decoding, Generation, Prompt
 from multiverse.evaluation.context import fit
@@ -71,7 +71,11 @@ def prepare(backend: Backend, jobs: Sequence[Job], config: EvalConfig, warn: War
     for task, problem, sample in jobs:
         if (task, problem.id) not in seen:
             prompt = build_prompt(problem, config, backend.tokenizer)
-            text = prompt_text(prompt, backend.tokenizer)
+            try:
+                text = prompt_text(prompt, backend.tokenizer)
+            except Exception as err:  # noqa: BLE001 - templates raise anything (jinja's TemplateError on roles)
+                hint = " (--system-prompt: this template may not take a system message)" if config.system_prompt else ""
+                raise CommandError(f"{task}/{problem.id}: the chat template refused the prompt{hint}: {err}") from err
             seen[task, problem.id] = prompt, text, prompt_tokens(prompt, text, backend.tokenizer)
         prompt, text, n = seen[task, problem.id]
         dec = decoding(config, sample_seed(config.seed, task, problem.id, sample))

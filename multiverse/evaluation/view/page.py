@@ -38,7 +38,7 @@ def load_run(run_dir: str) -> Run:
     if not config or not files:
         raise UsageError(f"{run_dir}: not a multiverse eval run (needs config.json and records.jsonl)")
     sides = {}
-    for path in files:
+    for path in sorted(files, key=lambda f: os.path.dirname(f) != run_dir.rstrip(os.sep)):  # the model's first
         rel = os.path.relpath(os.path.dirname(path), run_dir)
         name = "model" if rel == "." else rel.replace(os.sep + "budget-", " @ ").replace(os.sep, " ")
         sides[name] = sorted(RecordFile(path).records, key=_order)
@@ -78,8 +78,9 @@ def build(run: Run) -> str:
     main = run.sides.get("model") or next(iter(run.sides.values()))
     images = [("overview", plots.overview(summaries, main, samples))] if main else []
     images += plots.run_pngs(run.path)
-    cards = "".join(_sample(side, r, ruler, specials, opened=i == 0)
-                    for i, (side, r) in enumerate((side, r) for side, recs in run.sides.items() for r in recs))
+    every = [(side, r) for side, recs in run.sides.items() for r in recs]
+    first = next((i for i, (_, r) in enumerate(every) if r["forks"] > 0), 0)  # opened: the first that forked
+    cards = "".join(_sample(side, r, ruler, specials, opened=i == first) for i, (side, r) in enumerate(every))
     static = resources.files("multiverse.evaluation.view") / "static"
     return PAGE.format(
         title=escape(os.path.basename(os.path.normpath(run.path)) or run.path),
