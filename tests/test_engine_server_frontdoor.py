@@ -91,7 +91,8 @@ def test_oversized_bodies_and_prompts_are_refused_at_once_while_health_answers(s
     assert len(probe.latencies) >= 3 and max(probe.latencies) < LOOSE_S, probe.latencies
     assert metric(served.url, 'multiverse_rejected_requests_total{reason="body_too_large"}') == 2
     ok = httpx.post(served.url + "/v1/completions", headers=HEADERS, json={"prompt": "Add", "max_tokens": 2}, timeout=60)
-    assert ok.status_code == 200 and served.state.admission.held == 0
+    assert ok.status_code == 200  # the ticket goes back just after the last byte is sent: wait for it, bounded
+    assert wait_until(lambda: served.state.admission.held == 0, timeout=10)
 
 
 def test_tokenizing_runs_off_the_loop_and_a_client_that_leaves_is_never_submitted(tok, one_thread):
