@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from engine.kv_pool import KVPool
+from engine.structure_mask import StructureGuard
 from multiverse.attention.scanner import BranchState
 
 
@@ -51,6 +52,7 @@ class Branch:
     key: str = ""  # names its random stream: the fork index and label along its ancestry ("" for the root)
     prefix: list[int] = field(default_factory=list)  # DEFERRED: the forced <Path> LABEL ":" it starts with
     queue: list["Branch"] = field(default_factory=list)  # WAITING parent: held-back children, next first
+    guard: "StructureGuard | None" = None  # structure="constrained": follows every token placed (push)
     _table: torch.Tensor | None = field(default=None, repr=False)  # LongTensor mirror of slots[:_table_len]
     _table_len: int = 0
 
@@ -87,6 +89,8 @@ class Branch:
         self.pending_pos.append(self.state.position)
         self.tokens.append(token)
         self.logprobs.append(logprob)
+        if self.guard is not None:
+            self.guard.step(token)
 
     def fork_child(self, pool: KVPool, label: str, state: BranchState) -> "Branch":
         """A child that reads this branch's slots through shared page references (no KV copied)."""

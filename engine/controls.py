@@ -62,7 +62,7 @@ def check(values: dict[str, Any]) -> dict[str, Any]:
 
 
 # Controls whose engine side has not landed yet: refused by name rather than accepted and ignored.
-PENDING = {"structure"}
+PENDING: set[str] = set()
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 
-from engine import fork_gate
+from engine import fork_gate, structure_mask
 from engine.branch import Branch
 from engine.params import SamplingParams
 
@@ -48,6 +48,9 @@ def sample(
                     work[r] = _checked(processor(branch.visible, work[r]), logits.shape[1])
             except Exception as err:  # noqa: BLE001 - the fault belongs to this row's request only
                 faults[r] = err
+    guards = [getattr(b, "guard", None) for b in branches]
+    if any(g is not None for g in guards):  # structure="constrained" (engine/structure_mask.py)
+        work = structure_mask.apply(work.clone() if work is logits else work, guards)
     work = fork_gate.add_bias(work, logits, params, parallel_id)
     drawn = [r for r, p in enumerate(params) if not p.greedy and r not in faults]
     u = torch.tensor([float(torch.rand((), generator=branches[r].generator)) for r in drawn], dtype=torch.float32)

@@ -24,6 +24,7 @@ from dataclasses import replace
 
 from engine import path_cap, refresh
 from engine.branch import Branch, Status
+from engine.structure_mask import StructureGuard
 from engine.config import EngineConfig
 from engine.detok import TextCodec
 from engine.events import BranchClosed, BranchOpened, Event, Finished, Merged, Restarted, Tokens
@@ -183,6 +184,8 @@ class Scheduler:
         if request.num_preemptions:
             self._emit(request, Restarted(request.request_id))
         root = request.start(self.vocab)
+        if request.params.structure == "constrained":
+            root.guard = StructureGuard(self.vocab, root.state.rules, self.eos_ids)
         for token in request.prompt_ids:
             root.state.step(token)  # the prompt sets the scanner's phase; the engine never forks inside it
             root.push(self.pool, token, None)
@@ -297,6 +300,7 @@ class Scheduler:
                 child.key = f"{parent.key}>{len(parent.forks)}/{label}" if parent.key else f"{len(parent.forks)}/{label}"
                 child.generator = request.generator_for(child.key)
                 child.prefix = prefix
+                child.guard = parent.guard.child(label) if parent.guard is not None else None
                 if i in held:
                     child.status = Status.DEFERRED
                 else:

@@ -5,12 +5,14 @@ forces it), then counted with `multiverse.attention.count_tokens`, the definitio
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from multiverse.attention.counts import TokenCounts, count_tokens
 from multiverse.encode import encode_trace
 from multiverse.structure import StructureError, parse
+from multiverse.structure.parser import LABEL_RE
 from multiverse.tags import TAGS
 
 
@@ -37,3 +39,62 @@ def validity(raw_text: str, specials: tuple[str, ...] = ()) -> Validity:
     except StructureError as err:
         return Validity(False, raw_text.count("<Parallel>"), str(err))
     return Validity(True, len(list(doc.blocks())), None)
+
+
+_TAG = re.compile("|".join(re.escape(t) for t in TAGS))
+
+
+def closing_suffix(text: str) -> str:
+    """Tags that finish a structure a budget cut short, without judging it: an open outline, goal, path or
+    conclusion is closed, outlines without their paths get empty ones ("<Path>K:</Path>"), an open block gets
+    its conclusion and `</Parallel>`, an open `<Think>` its `</Think>` (a goal with no outline gets one)."""
+    stack: list[list] = []  # frames: ["think"] | ["path"] | ["block", phase, outline labels, paths written]
+    for m in _TAG.finditer(text):
+        tag = m.group(0)
+        top = stack[-1] if stack else None
+        if tag in ("<Think>", "<Path>"):
+            stack.append([tag[1:-1].lower()])
+            if tag == "<Path>" and len(stack) > 1 and stack[-2][0] == "block":
+                stack[-2][1], stack[-2][3] = "paths", stack[-2][3] + 1
+        elif tag == "<Parallel>":
+            stack.append(["block", "goal", [], 0])
+        elif tag == "<Outline>" and top and top[0] == "block":
+            top[1] = "outline"
+            label = LABEL_RE.match(text[m.end() : m.end() + 20])
+            top[2].append(label.group(1) if label else str(len(top[2]) + 1))
+        elif tag == "</Outline>" and top and top[0] == "block":
+            top[1] = "goal"
+        elif tag == "</Goal>" and top and top[0] == "block":
+            top[1] = "paths"
+        elif tag == "<Conclusion>" and top and top[0] == "block":
+            top[1] = "conclusion"
+        elif tag == "</Conclusion>" and top and top[0] == "block":
+            top[1] = "closed"
+        elif tag in ("</Path>", "</Think>", "</Parallel>") and stack:
+            stack.pop()
+    out = []
+    for frame in reversed(stack):
+        if frame[0] != "block":
+            out.append(f"</{frame[0].capitalize()}>")
+            continue
+        _, phase, labels, written = frame
+        if phase == "outline":
+            out.append("</Outline>")
+        if phase in ("goal", "outline"):
+            if not labels:
+                out.append("<Outline>1: x</Outline>")
+                labels = ["1"]
+            out.append("</Goal>")
+        if phase in ("goal", "outline", "paths"):
+            out += [f"<Path>{label}:</Path>" for label in labels[written:]]
+            out.append("<Conclusion>")
+        if phase != "closed":
+            out.append("</Conclusion>")
+        out.append("</Parallel>")
+    return "".join(out)
+
+
+def prefix_validity(raw_text: str, specials: tuple[str, ...] = ()) -> Validity:
+    """`validity` of the text with what a budget left open closed (`closing_suffix`): a structure cut short
+    is valid when it is the beginning of a valid one."""
+    return validity(raw_text + closing_suffix(raw_text), specials)
