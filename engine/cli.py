@@ -50,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the model's)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                         help="cast the weights (unset: as stored)")
+    from engine.kv_memory import add_kv_arguments
+
+    add_kv_arguments(parser)
     parser.add_argument("--no-live", action="store_true", help="no live view; print the text at the end")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
     from engine import controls
@@ -83,6 +86,9 @@ def check_args(args: argparse.Namespace) -> None:
     from engine.backend import client_options
 
     client_options(args)
+    from engine.kv_memory import kv_options
+
+    kv_options(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=args.json)
     lm = _build(args)
+    if lm.kv is not None:  # the start-up line: KV pages, tokens, GiB, largest request, how it was sized
+        console.print(lm.kv.describe(), style="dim", markup=False, highlight=False, soft_wrap=True)
     prompt = _prompt(args, lm.tokenizer)
     params = _params(args, lm, prompt)
     view, output = BranchView(), None
@@ -130,6 +138,7 @@ def _build(args: argparse.Namespace) -> MultiverseLM:
     import torch
 
     from engine.api import MultiverseLM
+    from engine.kv_memory import kv_options
 
     options = dict(parallel=not args.sequential, max_paths=args.max_paths, max_depth=args.max_depth)
     if args.dtype:
@@ -140,7 +149,7 @@ def _build(args: argparse.Namespace) -> MultiverseLM:
         from multiverse.tiny import build_model, build_tokenizer
 
         tok = build_tokenizer()
-        return MultiverseLM(build_model(tok), tok, device=args.device, **options)
+        return MultiverseLM(build_model(tok), tok, device=args.device, **options, **kv_options(args))
     tok = check_tokenizer(args.model)  # before the weights: a tokenizer without the tags is a usage error
     if not (args.raw or getattr(tok, "chat_template", None)) and not args.prompt.strip():
         raise UsageError("the prompt is empty (a raw prompt must hold at least one token)")
@@ -149,7 +158,7 @@ def _build(args: argparse.Namespace) -> MultiverseLM:
     structure = {k: v for k, v in options.items() if k != "dtype"}
     if (remote := remote_from_args(args, args.model, tokenizer=tok, **structure)) is not None:
         return remote  # type: ignore[return-value] - the SGLang client: a Driver with the same API
-    return MultiverseLM(args.model, tok, device=args.device, **options)
+    return MultiverseLM(args.model, tok, device=args.device, **options, **kv_options(args))
 
 
 def _params(args: argparse.Namespace, lm: MultiverseLM, prompt) -> SamplingParams:  # noqa: ANN001

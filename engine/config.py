@@ -11,11 +11,13 @@ import torch
 class EngineConfig:
     """Memory, batching and structure limits of one engine instance.
 
-    KV memory is `num_pages * page_size` token slots per layer. A request is admitted only while
-    `reserve_pages` stay free after its prompt, so running requests have room to fork and decode.
+    KV memory is `num_pages * page_size` token slots per layer; `num_pages` None sizes it at start-up from
+    `kv_memory_fraction` of the memory left after the weights (engine/kv_memory.py has the rule). A request is
+    admitted only while `reserve_pages` stay free after its prompt, so running requests have room to fork and decode.
     """
 
-    num_pages: int = 2048
+    num_pages: int | None = None  # None: computed from kv_memory_fraction; an explicit size wins
+    kv_memory_fraction: float | None = None  # share of free memory for KV; None: 0.9 on CUDA, 0.25 of RAM on CPU
     page_size: int = 16
     max_batch_tokens: int = 4096  # prompt tokens admitted into one forward (a longer prompt runs alone)
     max_running: int = 64  # requests decoding at the same time
@@ -31,11 +33,14 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_pages", "page_size", "max_batch_tokens", "max_running"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+        fraction = self.kv_memory_fraction
+        if fraction is not None and not 0 < fraction <= 1:
+            raise ValueError(f"EngineConfig.kv_memory_fraction must be in (0, 1], got {fraction}")
         if self.admission_skip_limit < 0:
             raise ValueError(f"EngineConfig.admission_skip_limit must be >= 0, got {self.admission_skip_limit}")
-        if self.reserve_pages < 0 or self.reserve_pages >= self.num_pages:
+        if self.reserve_pages < 0 or (self.num_pages is not None and self.reserve_pages >= self.num_pages):
             raise ValueError(f"EngineConfig.reserve_pages must be in [0, num_pages), got {self.reserve_pages}")
         if not 0 <= self.step_delay_s < 60:
             raise ValueError(f"EngineConfig.step_delay_s must be in [0, 60) seconds, got {self.step_delay_s}")

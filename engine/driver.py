@@ -18,6 +18,7 @@ from typing import Any
 from engine.config import EngineConfig
 from engine.detok import TextCodec
 from engine.events import Event
+from engine.kv_memory import KVPlan
 from engine.params import SamplingParams
 from engine.request import Phase, Request
 from engine.result import RequestOutput
@@ -44,6 +45,8 @@ def _short_enough(text: str, max_chars: int | None) -> str:
 
 
 class Driver:
+    kv: KVPlan | None = None  # the KV pool's size and how it was chosen (None: a remote server owns the memory)
+
     def __init__(self, tokenizer: Any, config: EngineConfig, vocab: StructureVocab, codec: TextCodec, scheduler: Scheduler) -> None:
         self.tokenizer, self.config, self.vocab, self.codec, self.scheduler = tokenizer, config, vocab, codec, scheduler
         self._ids = itertools.count()
@@ -144,6 +147,8 @@ class Driver:
         ids = self.encode_prompt(prompt)
         if not ids:
             raise ValueError("prompt: encodes to no tokens")
+        if self.kv is not None and (why := self.kv.refusal(len(ids))):
+            raise ValueError(f"prompt: {why}")
         seed = params.seed if params.seed is not None else secrets.randbits(62)
         return Request(next(self._ids), ids, params, seed, self._rules(params), sink=sink)
 

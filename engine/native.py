@@ -10,6 +10,7 @@ stays allocated and the engine can be stepped again.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,13 @@ import torch
 from engine.config import EngineConfig
 from engine.detok import TextCodec
 from engine.driver import Driver, eos_ids
+from engine.kv_memory import kv_shape, plan_kv
 from engine.kv_pool import KVPool
 from engine.runner import ModelRunner
 from engine.scheduler import Scheduler
 from multiverse.tags import StructureVocab
+
+log = logging.getLogger("multiverse.engine")
 
 
 class NativeEngine(Driver):
@@ -33,7 +37,10 @@ class NativeEngine(Driver):
         if config.dtype is not None:
             self.model.to(config.dtype)
         vocab = StructureVocab.from_tokenizer(tokenizer)
-        self.pool = _make_pool(self.model, config, self.device)
+        dtype = next(self.model.parameters()).dtype
+        self.kv = plan_kv(self.model.config, dtype, config, self.device)  # the weights are in place: measure now
+        self.pool = KVPool(*kv_shape(self.model.config), self.kv.num_pages, self.kv.page_size, dtype, self.device)
+        log.info("%s", self.kv.describe())  # the start-up line
         codec = TextCodec(tokenizer, keep=vocab.tags.all())  # raw and clean text, incremental decoding
         eos = eos_ids(tokenizer, getattr(model, "generation_config", None))
         scheduler = Scheduler(ModelRunner(self.model, self.pool, self.device), self.pool, config, vocab, eos, codec)
@@ -52,14 +59,6 @@ def _load(model: Any, tokenizer: Any) -> tuple[Any, Any]:
     elif tokenizer is None:
         raise ValueError("MultiverseLM(model, tokenizer): pass the tokenizer along with an already-loaded model")
     return model, tokenizer
-
-
-def _make_pool(model: Any, config: EngineConfig, device: torch.device) -> KVPool:
-    mc = model.config.get_text_config()
-    head_dim = getattr(mc, "head_dim", None) or mc.hidden_size // mc.num_attention_heads
-    kv_heads = getattr(mc, "num_key_value_heads", None) or mc.num_attention_heads
-    dtype = next(model.parameters()).dtype
-    return KVPool(mc.num_hidden_layers, kv_heads, head_dim, config.num_pages, config.page_size, dtype, device)
 
 
 __all__ = ["NativeEngine"]

@@ -69,9 +69,13 @@ def test_a_prompt_larger_than_the_pool_is_refused_at_once(model, tok):
     lm = small_pool(model, tok)
     running = lm.submit(list(range(40, 100)), LONG)
     lm.step()
-    huge = lm.submit(list(range(40, 200)) * 2, SHORT)  # 320 tokens: 80 pages > 38 usable
-    lm.step()
-    assert huge.output.finish_reason == "out_of_memory" and running.phase is Phase.RUNNING
+    with pytest.raises(ValueError, match=r"prompt: 320 tokens can never fit .* holds 152 tokens per request .*raise num_pages \(--num-pages\)"):
+        lm.submit(list(range(40, 200)) * 2, SHORT)  # 320 tokens: 80 pages > 38 usable
+    assert len(lm.scheduler.waiting) == 0 and running.phase is Phase.RUNNING  # nothing queued, the neighbour goes on
+    edge = lm.submit(list(range(40, 192)), SHORT)  # 152 tokens: exactly the 38 usable pages, accepted (it waits)
+    while lm.has_work():
+        lm.step()
+    assert running.output.finish_reason == "length" and edge.output.finish_reason in ("length", "out_of_memory")
 
 
 def test_a_fork_that_fails_half_way_gives_every_page_back(model, tok):

@@ -154,9 +154,12 @@ def test_eos_inside_a_path_closes_only_that_path(lm, tok):
 
 def test_memory_limits_end_requests_cleanly(model, tok):
     small = MultiverseLM(model, tok, check_integrity=True, page_size=4, num_pages=6, reserve_pages=1)
-    long_prompt = list(range(40, 80))  # 40 tokens: 10 pages, more than the pool
-    a, b = small.generate([long_prompt, "x"], SamplingParams(max_new_tokens=40, temperature=0, ignore_eos=True))
-    assert a.finish_reason == "out_of_memory" and a.token_ids == []
+    long_prompt = list(range(40, 80))  # 40 tokens: 10 pages, more than the pool: refused before anything runs
+    params = SamplingParams(max_new_tokens=40, temperature=0, ignore_eos=True)
+    with pytest.raises(ValueError, match=r"request 0: prompt: 40 tokens can never fit .* holds 20 tokens per request"):
+        small.generate([long_prompt, "x"], params)
+    assert not small.has_work()
+    (b,) = small.generate(["x"], params)  # fits at first, then runs out of pages while decoding
     assert b.finish_reason == "out_of_memory" and 0 < len(b.token_ids) < 40
     assert small.pool.num_used == 0
 

@@ -36,7 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sequential", action="store_true", help="parallel=False for every request: never fork")
     parser.add_argument("--max-paths", type=int, default=None, help="SPEC §6 limit: a block with more paths runs sequentially")
     parser.add_argument("--max-depth", type=int, default=None, help="SPEC §6 limit: deeper blocks run sequentially")
-    parser.add_argument("--num-pages", type=int, default=2048, help="KV pool pages")
+    from engine.kv_memory import add_kv_arguments
+
+    add_kv_arguments(parser)
     parser.add_argument("--page-size", type=int, default=16, help="token slots per KV page")
     parser.add_argument("--max-running", type=int, default=64, help="requests decoding at once (others wait)")
     parser.add_argument("--max-waiting", type=int, default=256,
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_args(args)
     sock = bind(args.host, args.port)  # before the model loads: a taken port fails in a second, not a minute
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # the KV line
     try:
         lm = _build(args)
         config = ServerConfig(
@@ -65,11 +68,10 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         sock.close()
         raise
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     server = Server(lm, config, sock)
     logging.getLogger("multiverse.serve").info(
-        "multiverse serve: %s/v1 (model %r, context %d, KV %d pages x %d)%s", server.url, config.model_name,
-        config.max_model_len, args.num_pages, args.page_size, " with an API key" if config.api_key else "",
+        "multiverse serve: %s/v1 (model %r, context %d)%s", server.url, config.model_name,
+        config.max_model_len, " with an API key" if config.api_key else "",
     )
     server.run()
     return 0
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 def check_args(args: argparse.Namespace) -> None:
     """Flag checks that need no model (multiverse.cli runs them before torch is imported)."""
     for flag, value, low in [("--max-model-len", args.max_model_len, 2), ("--default-max-tokens", args.default_max_tokens, 1),
-                             ("--num-pages", args.num_pages, 2), ("--page-size", args.page_size, 1),
+                             ("--page-size", args.page_size, 1),
                              ("--max-running", args.max_running, 1), ("--max-paths", args.max_paths, 1),
                              ("--max-depth", args.max_depth, 1), ("--shutdown-timeout", args.shutdown_timeout, 0),
                              ("--max-waiting", args.max_waiting, 0), ("--max-body-bytes", args.max_body_bytes, 1)]:
@@ -87,6 +89,9 @@ def check_args(args: argparse.Namespace) -> None:
     from engine.backend import client_options
 
     client_options(args)
+    from engine.kv_memory import kv_options
+
+    kv_options(args)
 
 
 def _build(args: argparse.Namespace) -> Any:
@@ -94,10 +99,11 @@ def _build(args: argparse.Namespace) -> Any:
 
     from engine.api import MultiverseLM
     from engine.backend import remote_from_args
+    from engine.kv_memory import kv_options
 
     options: dict[str, Any] = dict(
-        parallel=not args.sequential, max_paths=args.max_paths, max_depth=args.max_depth, num_pages=args.num_pages,
-        page_size=args.page_size, max_running=args.max_running,
+        parallel=not args.sequential, max_paths=args.max_paths, max_depth=args.max_depth,
+        page_size=args.page_size, max_running=args.max_running, **kv_options(args),
         dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
         step_delay_s=_step_delay(),
     )

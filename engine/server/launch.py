@@ -60,7 +60,8 @@ class Server:
         self.sock, self.config = sock, config
         host, port = sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
-        metrics = Metrics(lm.pool.num_pages)
+        pool = lm.scheduler.pool  # the SGLang client's counts slots only (no KVPlan): capacity in pages and tokens
+        metrics = Metrics(pool.num_pages, pool.page_size, getattr(lm, "kv", None))
         self.client = EngineClient(lm, metrics)
         self.state = ServerState.build(lm, config, self.client, metrics)
         uv = uvicorn.Config(

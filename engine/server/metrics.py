@@ -17,7 +17,8 @@ _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 class Metrics:
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, num_pages: int) -> None:
+    def __init__(self, num_pages: int, page_size: int = 1, kv: Any = None) -> None:
+        """`kv`: the engine's KVPlan (engine/kv_memory.py) when it owns its memory, for bytes and the largest request."""
         r = self.registry = CollectorRegistry()
         p = "multiverse"
         self.requests = Counter(f"{p}_http_requests", "HTTP requests answered, by route and status", ["route", "status"], registry=r)
@@ -26,6 +27,10 @@ class Metrics:
         self.kv_used = Gauge(f"{p}_kv_pages_used", "KV pool pages in use", registry=r)
         self.kv_total = Gauge(f"{p}_kv_pages_total", "KV pool pages", registry=r)
         self.kv_total.set(num_pages)
+        Gauge(f"{p}_kv_capacity_tokens", "KV token slots (pages x page size)", registry=r).set(num_pages * page_size)
+        if kv is not None:
+            Gauge(f"{p}_kv_capacity_bytes", "KV pool memory", registry=r).set(kv.nbytes)
+            Gauge(f"{p}_kv_max_request_tokens", "longest request the KV pool can hold", registry=r).set(kv.max_request_tokens)
         self.prompt_tokens = Counter(f"{p}_prompt_tokens", "prompt tokens of finished requests", registry=r)
         self.generation_tokens = Counter(f"{p}_generation_tokens", "tokens sampled over all branches", registry=r)
         self.forks = Counter(f"{p}_forks", "blocks forked into parallel paths", registry=r)

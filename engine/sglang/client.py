@@ -35,6 +35,8 @@ from engine.sglang.scheduler import RemoteScheduler
 from engine.sglang.segments import Segments
 from multiverse.tags import StructureVocab
 
+REMOTE_PAGES = 65536  # client-side accounting pool when num_pages is unset (1M slots of 16: never the bound)
+
 
 class ApproximateMergeRefused(ServerError):
     """The server cannot merge exactly (a stock SGLang without the multiverse plugin)."""
@@ -77,7 +79,8 @@ class SGLangClient(Driver):
         self.approximate = not self.server.exact
         self.model, self.device = None, torch.device("cpu")
         vocab = StructureVocab.from_tokenizer(tokenizer)
-        pool = KVPool(1, 1, 1, config.num_pages, config.page_size, torch.float32, "cpu")  # slot accounting only
+        pages = config.num_pages or REMOTE_PAGES  # slot accounting only: the server's own KV pool bounds the work
+        pool = KVPool(1, 1, 1, pages, config.page_size, torch.float32, "cpu")
         codec = TextCodec(tokenizer, keep=vocab.tags.all())
         scheduler = RemoteScheduler(None, pool, config, vocab, eos, codec)  # type: ignore[arg-type]
         scheduler.segments = Segments(self.wire, vocab.tags, eos, self.options.call_tokens)

@@ -23,8 +23,9 @@ from multiverse.evaluation.tasks import KINDS, TASKS
 
 # settings that change no result, so a resume may change them: where the server is, how many requests are in
 # flight, retries, decoded together (--batch-size), timed together; --threads and --no-progress are not settings
+# (the KV pool's size changes how much runs at once, never a token: outputs do not depend on batching)
 NEUTRAL = ("out", "resume", "progress", "url", "baseline_url", "concurrency", "max_retries", "speed_batch_size",
-           "sglang")  # sglang: the client's timeout, call size and retries
+           "sglang", "num_pages", "kv_memory_fraction")  # sglang: the client's timeout, call size and retries
 NEUTRAL_PROTOCOL = ("batch_size",)
 
 
@@ -44,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from engine.backend import add_client_arguments
 
     add_client_arguments(src)
+    from engine.kv_memory import add_kv_arguments
+
+    add_kv_arguments(src)  # native backend: the engine's KV pool
     data = parser.add_argument_group("tasks")
     data.add_argument("--tasks", default="remainders", help=f"comma-separated names ({', '.join(TASKS)}) and/or .jsonl/.parquet files")
     data.add_argument("--field", help="for task files: question=COLUMN,answer=COLUMN[,id=COLUMN]")
@@ -159,6 +163,11 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     from engine.backend import client_options
 
     sglang = client_options(args)  # timeouts and call sizes: how the run is driven, not what it computes
+    from engine.kv_memory import kv_options
+
+    kv = kv_options(args)
+    if kv and args.backend != "native":
+        raise UsageError("--num-pages and --kv-memory-fraction size the native engine's KV pool (--backend native)")
     try:
         extra = json.loads(args.request_extra) if args.request_extra else None
     except json.JSONDecodeError as err:
@@ -167,7 +176,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "tasks": specs, "field": fields, "task_kind": args.task_kind, "data_dir": args.data_dir, "limit": args.limit,
         "backend": args.backend, "model": model, "tokenizer": args.tokenizer, "url": args.url,
         "served_model": args.served_model, "concurrency": args.concurrency, "max_retries": args.max_retries,
-        "request_extra": extra, "device": args.device, "preset": args.preset, "protocol": asdict(protocol),
+        "request_extra": extra, "device": args.device,
+        "num_pages": args.num_pages, "kv_memory_fraction": args.kv_memory_fraction, "preset": args.preset, "protocol": asdict(protocol),
         "budgets": budgets, "budget_kind": args.budget_kind, "sweep": sweep, "baseline_model": args.baseline_model,
         "baseline_url": args.baseline_url, "baseline_suffix": args.baseline_suffix,
         "compare_sequential": args.compare_sequential, "speed_rounds": args.speed_rounds,

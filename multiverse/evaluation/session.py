@@ -42,8 +42,9 @@ class Session:
             return make_backend("openai", url=url, tokenizer=tok, served_model=s["served_model"], api_key=self.api_key,
                                 concurrency=s["concurrency"], max_retries=s["max_retries"], extra_body=s["request_extra"],
                                 model_dir=s["tokenizer"] or model)
+        kv = {k: s.get(k) for k in ("num_pages", "kv_memory_fraction") if s.get(k) is not None}
         return make_backend(s["backend"], model=model, device=s["device"], url=url, parallel=parallel,
-                            client=s.get("sglang"))  # None in an older run's config: the client's defaults
+                            client=s.get("sglang"), **kv)  # client None in an older run's config: its defaults
 
     def run(self, problems: list[tuple[str, Problem]] | None = None, data: dict[str, Any] | None = None) -> int:
         if problems is None:  # the CLI loads them before the output folder exists

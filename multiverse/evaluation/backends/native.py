@@ -20,13 +20,15 @@ class NativeBackend:
         lm: Any = None,
         logits_processors: Sequence[Any] = (),
         client: dict[str, Any] | None = None,
+        **engine_options: Any,
     ) -> None:
+        """`engine_options` go to MultiverseLM (native: num_pages, kv_memory_fraction, ...)."""
         from engine.api import MultiverseLM
 
         self.name, self.url, self.parallel = backend, url, parallel
         self.logits_processors = tuple(logits_processors)  # added to every request (scripted structures in tests)
         if lm is None:
-            options: dict[str, Any] = {"device": device, "parallel": parallel}
+            options: dict[str, Any] = {"device": device, "parallel": parallel, **engine_options}
             if backend != "native":  # the SGLang client's options (timeout_s, call_tokens, retries)
                 options.update(backend=backend, url=url, **(client or {}))
             try:
@@ -81,12 +83,15 @@ class NativeBackend:
     def sequential(self) -> "NativeBackend":
         from engine.api import MultiverseLM
 
-        lm = MultiverseLM(self.lm.model, self.lm.tokenizer, parallel=False)
+        pages = {"num_pages": self.lm.pool.num_pages} if getattr(self.lm, "kv", None) else {}  # one size for both sides
+        lm = MultiverseLM(self.lm.model, self.lm.tokenizer, parallel=False, **pages)
         return NativeBackend(None, backend=self.name, url=self.url, parallel=False, lm=lm)
 
     def describe(self) -> dict[str, Any]:
+        kv = getattr(self.lm, "kv", None)  # the start-up line of the engine's KV pool (native)
         return {"backend": self.name, "url": self.url, "parallel": self.parallel, "device": str(self.lm.device),
-                "context_length": self.context.length, "context_source": self.context.source}
+                "context_length": self.context.length, "context_source": self.context.source,
+                "kv": kv.describe() if kv is not None else None}
 
 
 def engine_context(lm: Any) -> Any:
