@@ -25,7 +25,7 @@ class NativeBackend:
         """`engine_options` go to MultiverseLM (native: num_pages, kv_memory_fraction, ...)."""
         from engine.api import MultiverseLM
 
-        self.name, self.url, self.parallel = backend, url, parallel
+        self.name, self.url, self.parallel, self.engine_options = backend, url, parallel, engine_options
         self.logits_processors = tuple(logits_processors)  # added to every request (scripted structures in tests)
         if lm is None:
             options: dict[str, Any] = {"device": device, "parallel": parallel, **engine_options}
@@ -83,8 +83,7 @@ class NativeBackend:
     def sequential(self) -> "NativeBackend":
         from engine.api import MultiverseLM
 
-        pages = {"num_pages": self.lm.pool.num_pages} if getattr(self.lm, "kv", None) else {}  # one size for both sides
-        lm = MultiverseLM(self.lm.model, self.lm.tokenizer, parallel=False, **pages)
+        lm = MultiverseLM(self.lm.model, self.lm.tokenizer, parallel=False, **self.engine_options)  # same KV options
         return NativeBackend(None, backend=self.name, url=self.url, parallel=False, lm=lm)
 
     def describe(self) -> dict[str, Any]:
