@@ -69,6 +69,7 @@ def test_a_stretch_of_four_timeouts_completes_in_bounded_calls(tok, native):
         bounded = client_of(tok, server.url, timeout_s=1.5, call_tokens=6, retries=0)
         got = bounded.generate(prompts, bare(params))
         bounded.close()
+        calls, resends = bounded.wire.calls, bounded.wire.resends
         whole = client_of(tok, server.url, timeout_s=1.5, call_tokens=10_000, retries=0)  # the control: one call
         control = whole.generate(prompts[1:], bare(params[1:]))[0]
         whole.close()
@@ -77,6 +78,7 @@ def test_a_stretch_of_four_timeouts_completes_in_bounded_calls(tok, native):
     for a, b in zip(want, got):
         identical(a, b)
     assert all(a.stats.generated_tokens >= 120 for a in want)
+    assert calls >= 120 // 6 and resends == 0  # many short calls, none of them near the timeout
     assert control.finish_reason == "error" and "no answer within 1.5 s" in control.error and "failed 1 times" in control.error
 
 
@@ -101,6 +103,7 @@ def fault_run(tok, jobs, served, mode: str, times: int | None):
     finally:
         client.close()
         proxy.stop()
+    assert client.wire.resends == min(proxy.failed, 2)  # every failure of the chosen call was re-sent, up to retries
     return want, got, proxy, requests_in(proxy.chosen_inputs, prompts)
 
 

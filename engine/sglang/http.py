@@ -63,6 +63,8 @@ class Wire:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="multiverse-sglang-wire")
         self.thread.start()
         self.http = self.run(self._client(options.timeout_s))
+        self.calls = 0  # batched /generate calls sent (re-sends not counted)
+        self.resends = 0  # re-sends of a call that timed out, could not connect or got a 5xx
 
     async def _client(self, timeout_s: float) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, timeout=timeout_s, limits=httpx.Limits(max_connections=64))
@@ -87,12 +89,14 @@ class Wire:
     async def _post_batch(self, calls: list[GenerateCall]) -> list[Reply]:
         """The call, sent again while it fails in a way a retry may cure (the same ids give the same tokens)."""
         o = self.options
+        self.calls += 1
         for attempt in range(o.retries + 1):
             try:
                 return await self._post_once(calls)
             except _Retryable as err:
                 if attempt == o.retries:
                     raise ServerError(f"POST {self.url}/generate failed {attempt + 1} times; last: {err}") from err
+                self.resends += 1
                 await asyncio.sleep(o.retry_wait_s * 2**attempt)
         raise AssertionError("unreachable")
 
