@@ -43,7 +43,9 @@ class Shape:
     divisor: tuple[int, int] = (3, 6)
     chain: tuple[int, int] = (2, 4)  # names in a dependent problem
     dependent_share: float = 0.2
-    nested_share: float = 0.2  # independent problems with one name the sum of two remainders (a nested block)
+    nested_share: float = 0.2  # independent problems with nested names (each the sum of two remainders: a nested block)
+    dividend: tuple[int, int] = (0, 99)  # a dividend outside is drawn again
+    nested_names: tuple[int, int] = (1, 1)  # names written as a nested sum in a problem that has any
 
 
 TRAIN = Shape()
@@ -131,19 +133,24 @@ def dependent(first: Mod, links: list[Mod]) -> Problem:
 
 
 def _mod(rng: random.Random, shape: Shape, divisor: int) -> Mod:
-    """At most two digits: a dividend that would pass 99 (divisor 6, 16 steps) is drawn again."""
-    if divisor * shape.steps[0] > 99:  # no draw could fit: fail instead of drawing forever
-        raise ValueError(f"Shape.steps {shape.steps} with divisor {divisor}: every dividend would pass 99")
+    """A dividend in `shape.dividend` (default: at most two digits; divisor 6 with 16 steps passes 99 and is drawn
+    again)."""
+    low, high = shape.dividend
+    if divisor * shape.steps[0] > high or divisor * shape.steps[1] + divisor - 1 < low:  # fail, not draw forever
+        raise ValueError(f"Shape.steps {shape.steps} with divisor {divisor}: no dividend in {low}..{high}")
     while True:
         dividend = divisor * rng.randint(*shape.steps) + rng.randrange(divisor)
-        if dividend <= 99:
+        if low <= dividend <= high:
             return dividend, divisor
 
 
 def _link(rng: random.Random, shape: Shape, divisor: int) -> Mod:
-    """(offset, divisor): a round offset, so that previous value (< divisor) + offset takes `steps` subtractions."""
+    """(offset, divisor): a round offset, so that previous value (< divisor) + offset takes `steps` subtractions
+    and stays within the largest dividend (9 tens at most for two digits)."""
     low, high = -(-divisor * shape.steps[0] // 10), divisor * shape.steps[1] // 10
-    return 10 * rng.randint(max(1, low), min(9, max(low, high))), divisor
+    tens = (shape.dividend[1] - divisor + 1) // 10
+    first = max(1, low)
+    return 10 * rng.randint(first, max(first, min(tens, max(low, high)))), divisor
 
 
 def sample_problem(rng: random.Random, shape: Shape = TRAIN) -> Problem:
@@ -154,8 +161,18 @@ def sample_problem(rng: random.Random, shape: Shape = TRAIN) -> Problem:
         return dependent(_mod(rng, shape, divisor), links)
     groups: list[Group] = [(_mod(rng, shape, divisor),) for _ in range(rng.randint(*shape.names))]
     if rng.random() < shape.nested_share:
-        groups[rng.randrange(len(groups))] = (_mod(rng, shape, divisor), _mod(rng, shape, divisor))
+        _nest(rng, shape, divisor, groups)
     return independent(groups)
+
+
+def _nest(rng: random.Random, shape: Shape, divisor: int, groups: list[Group]) -> None:
+    """Make some names nested sums. A shape nesting exactly one keeps the default splits' draws in their order
+    (both remainders, then the place: the right side of an assignment is evaluated first)."""
+    if shape.nested_names == (1, 1):
+        groups[rng.randrange(len(groups))] = (_mod(rng, shape, divisor), _mod(rng, shape, divisor))
+        return
+    for i in rng.sample(range(len(groups)), min(len(groups), rng.randint(*shape.nested_names))):
+        groups[i] = (_mod(rng, shape, divisor), _mod(rng, shape, divisor))
 
 
 def to_row(p: Problem) -> dict[str, Any]:

@@ -3,6 +3,8 @@
     python -m multiverse.demo.reproduce --evaluate               # data -> tokenizer -> init -> base -> 2 x fine-tune -> eval
     python -m multiverse.demo.reproduce --prepare-only           # data, tokenizer and initial model only
     python -m multiverse.demo.reproduce --install-only           # copy the trained pair into multiverse/assets
+    python -m multiverse.demo.reproduce --shape wide --parallel-share 0.25 --out runs/wide   # the widened task's
+                                                    # under-parallel start (issue 23's chain; then distill and RL)
 
 Writes under --out (default runs/repro): train.jsonl (seed 0), heldout.jsonl (seed 1, disjoint questions, larger
 sizes too) and finetune.jsonl (seed 2, half the independent problems nested, no held-out question) from
@@ -38,20 +40,29 @@ RUNS = {
 }
 PAIR = ("multiverse", "autoregressive")
 BASE_STEPS = 3600  # the fine-tunes take the config's max_steps
-HELD_OUT_FIELDS = "question=question,answer=deepseek_attempt"  # `multiverse eval --field` for heldout.jsonl
+HELD_OUT_FIELDS = "question=question,answer=deepseek_attempt"
+FINE_TUNE_SHARE_SEED = 3  # which forkable fine-tuning rows keep their block under --parallel-share  # `multiverse eval --field` for heldout.jsonl
 
 
-def write_rows(out: str, rows: int, held_out: int) -> list[dict]:
+def write_rows(out: str, rows: int, held_out: int, shape: str = "default", parallel_share: float = 1.0) -> list[dict]:
     """train.jsonl (the base's rows), heldout.jsonl and finetune.jsonl (as many rows as train.jsonl) under `out`;
-    returns the base's rows. No held-out question is in either training file."""
-    from multiverse.demo.remainders import fine_tune_rows, held_out_rows, train_rows, write_jsonl
+    returns the base's rows. No held-out question is in either training file. shape "wide": the widened task
+    (multiverse/demo/wide.py; the held-out split holds every range's edges). parallel_share < 1: only that share
+    of the forkable fine-tuning rows keeps its block, the rest are written sequentially (an under-parallel start)."""
+    from multiverse.demo import remainders, wide
 
+    splits = {"default": (remainders.train_rows, remainders.held_out_rows, remainders.fine_tune_rows),
+              "wide": (wide.wide_train_rows, wide.wide_held_out_rows, wide.wide_fine_tune_rows)}
+    train_rows, held_out_rows, fine_tune_rows = splits[shape]
     os.makedirs(out, exist_ok=True)
     train = train_rows(rows)
     held = held_out_rows(held_out, {r["question"] for r in train})
-    write_jsonl(os.path.join(out, "train.jsonl"), train)
-    write_jsonl(os.path.join(out, "heldout.jsonl"), held)
-    write_jsonl(os.path.join(out, "finetune.jsonl"), fine_tune_rows(rows, {r["question"] for r in held}))
+    tune = fine_tune_rows(rows, {r["question"] for r in held})
+    if parallel_share < 1.0:
+        tune = wide.under_parallel(tune, parallel_share, seed=FINE_TUNE_SHARE_SEED)
+    remainders.write_jsonl(os.path.join(out, "train.jsonl"), train)
+    remainders.write_jsonl(os.path.join(out, "heldout.jsonl"), held)
+    remainders.write_jsonl(os.path.join(out, "finetune.jsonl"), tune)
     return train
 
 
@@ -160,6 +171,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/repro", help="data, initial model, the base and the two trained models")
     parser.add_argument("--rows", type=int, default=12000, help="rows of each training file (base, fine-tune)")
     parser.add_argument("--held-out", type=int, default=600, help="held-out rows")
+    parser.add_argument("--shape", choices=["default", "wide"], default="default",
+                        help="wide: the widened task (2-8 names, divisors 2-9, dividends to 150, 0-20 subtractions, "
+                        "0-2 nested names, chains of 2-5; held-out rows on every range's edge)")
+    parser.add_argument("--parallel-share", type=float, default=1.0, metavar="F",
+                        help="share of the forkable fine-tuning rows written with a block; the rest sequential "
+                        "(0.25: the under-parallel starting point of the learning chain)")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--base-steps", type=int, default=BASE_STEPS, help="steps of the shared base")
@@ -178,7 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     for flag, value in (("--rows", args.rows), ("--held-out", args.held_out), ("--jobs", args.jobs), ("--threads", args.threads)):
         if value < 1:
             parser.error(f"{flag} {value}: must be >= 1")
-    init = write_init(args.out, write_rows(args.out, args.rows, args.held_out), args.hidden, args.layers)
+    if not 0.0 <= args.parallel_share <= 1.0:
+        parser.error(f"--parallel-share {args.parallel_share}: must be in [0, 1]")
+    train = write_rows(args.out, args.rows, args.held_out, args.shape, args.parallel_share)
+    init = write_init(args.out, train, args.hidden, args.layers)
     print(json.dumps({"out": args.out, "init": init, "rows": args.rows, "held_out": args.held_out}))
     if not args.prepare_only:
         if args.only in (None, "base"):  # alone, on all the cores the pair will use

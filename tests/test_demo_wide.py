@@ -1,0 +1,111 @@
+"""The widened remainders task (issue 23): every range reached, the held-out split on every edge (read back from
+the questions alone), answers right, the under-parallel rewrite, `reproduce --shape wide`; the default splits
+that the shipped model was trained on are unchanged."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+
+import pytest
+
+from multiverse.demo import remainders
+from multiverse.demo.reproduce import main
+from multiverse.demo.wide import EDGES, PER_EDGE, WIDE, under_parallel, wide_held_out_rows, wide_train_rows
+from multiverse.structure import canonicalize, parse, sequential_twin
+from test_demo_remainders import _evaluate
+
+
+def features(question: str) -> dict[str, int]:
+    """What a question shows, read from its text (not from the generator): names, divisor, largest dividend,
+    most and fewest subtractions of one remainder, nested names, chain length (0: not a chain)."""
+    names = re.findall(r"([A-Z]) = ", question)
+    divisor = int(re.findall(r"mod (\d+)", question)[0])
+    chain = bool(re.search(r"\([A-Z]\+", question))
+    dividends = [int(d) for d in re.findall(r"(\d+) mod", question)]
+    if chain:  # a link's dividend is the previous value plus its offset: use the values the answer goes through
+        value = dividends[0] % divisor
+        for offset in re.findall(r"\([A-Z]\+(\d+)\)", question):
+            dividends.append(value + int(offset))
+            value = dividends[-1] % divisor
+    steps = [d // divisor for d in dividends]
+    nested = 0 if chain else len(re.findall(r"[A-Z] = \(", question))
+    return {"names": len(names), "divisor": divisor, "dividend": max(dividends), "steps_max": max(steps),
+            "steps_min": min(steps), "nested": nested, "chain": len(names) if chain else 0}
+
+
+# edge -> (feature, value it must reach in some row of that edge)
+EDGE_CHECKS = {"names=2": ("names", 2), "names=8": ("names", 8), "divisor=2": ("divisor", 2), "divisor=9": ("divisor", 9),
+               "steps=0": ("steps_min", 0), "steps=20": ("steps_max", 20), "dividend>=140": ("dividend", 150),
+               "nested=0": ("nested", 0), "nested=2": ("nested", 2), "chain=2": ("chain", 2), "chain=5": ("chain", 5)}
+
+
+@pytest.fixture(scope="module")
+def held() -> list[dict]:
+    train = wide_train_rows(400)
+    return wide_held_out_rows(600, {r["question"] for r in train})
+
+
+def test_the_default_splits_are_the_ones_the_shipped_model_was_trained_on() -> None:
+    rows = remainders.train_rows(40) + remainders.held_out_rows(20, set()) + remainders.fine_tune_rows(40, set())
+    digest = hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+    assert digest == "028f5fb568214326de9817845051a222060d6b475b78d9eca9a19bcd487231e9"
+
+
+def test_held_out_split_sits_on_every_edge_of_every_range(held) -> None:
+    assert len(held) == 600 and set(EDGE_CHECKS) == set(EDGES)
+    for edge, (key, value) in EDGE_CHECKS.items():
+        rows = [features(r["question"]) for r in held if r["edge"] == edge]
+        assert len(rows) == PER_EDGE
+        if key in ("names", "divisor", "nested", "chain"):
+            assert all(f[key] == value for f in rows), edge  # every row of the edge is on it
+        assert any(f[key] == value for f in rows), edge
+    seen = [features(r["question"]) for r in held]
+    assert min(f["names"] for f in seen if not f["chain"]) == 2 and max(f["names"] for f in seen) == 8
+    assert {f["divisor"] for f in seen} == set(range(2, 10))
+    assert max(f["dividend"] for f in seen) <= 150 and max(f["steps_max"] for f in seen) <= 20
+    assert {f["chain"] for f in seen} == {0, 2, 3, 4, 5} and {f["nested"] for f in seen} == {0, 1, 2}
+
+
+def test_wide_rows_are_canonical_true_and_disjoint(held) -> None:
+    train = wide_train_rows(400)
+    assert not {r["question"] for r in train} & {r["question"] for r in held}
+    for row in train[:200] + held:
+        trace = row["deepseek_thinking_trajectory_parallel"]
+        assert canonicalize(trace) == trace and row["deepseek_thinking_trajectory"] == sequential_twin(trace)
+        assert int(row["deepseek_attempt"]) == _evaluate(row["question"])
+        f = features(row["question"])
+        assert WIDE.divisor[0] <= f["divisor"] <= WIDE.divisor[1] and f["dividend"] <= WIDE.dividend[1]
+        if not row["dependent"]:
+            assert len(next(parse(trace).blocks()).paths) == f["names"]
+
+
+def test_under_parallel_keeps_a_share_of_the_forkable_blocks() -> None:
+    rows = wide_train_rows(200)
+    out = under_parallel(rows, 0.25, seed=3)
+    forkable = [r for r in out if not r["dependent"]]
+    kept = [r for r in forkable if r["written_parallel"]]
+    assert len(kept) == round(0.25 * len(forkable))
+    for before, after in zip(rows, out):
+        trace = after["deepseek_thinking_trajectory_parallel"]
+        if after["written_parallel"]:
+            assert trace == before["deepseek_thinking_trajectory_parallel"] and "<Parallel>" in trace
+        else:  # sequential: exactly the twin (the answer and the twin column are untouched)
+            assert trace == before["deepseek_thinking_trajectory"] and "<" not in trace
+        assert after["deepseek_attempt"] == before["deepseek_attempt"]
+    assert under_parallel(rows, 0.25, seed=3) == out
+    with pytest.raises(ValueError, match="share"):
+        under_parallel(rows, 1.5)
+
+
+def test_reproduce_prepares_the_wide_under_parallel_start(tmp_path) -> None:
+    out = str(tmp_path / "wide")
+    main(["--out", out, "--shape", "wide", "--parallel-share", "0.25", "--rows", "40", "--held-out", "300",
+          "--hidden", "32", "--layers", "1", "--prepare-only"])
+    read = lambda name: [json.loads(x) for x in open(os.path.join(out, name), encoding="utf-8")]  # noqa: E731
+    held, tune = read("heldout.jsonl"), read("finetune.jsonl")
+    assert len(held) == 300 and {r["edge"] for r in held} == set(EDGES) | {""}
+    assert any(r["written_parallel"] for r in tune) and any(not r["written_parallel"] and not r["dependent"] for r in tune)
+    with pytest.raises(ValueError, match="edges"):
+        wide_held_out_rows(100, set())
