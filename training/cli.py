@@ -1,6 +1,8 @@
 """`multiverse train`: fine-tune a Hugging Face causal LM with Multiverse Attention from a YAML config.
 
     multiverse train --config training/configs/tiny_cpu.yaml --set train.max_steps=20
+    multiverse train --stage distill --config training/configs/distill_tiny.yaml   # self-distillation rounds
+    multiverse train --stage rl --config training/configs/rl_tiny.yaml             # parallel-aware RL
     accelerate launch --config_file training/configs/accelerate/fsdp_1x8.yaml \\
         -m multiverse.cli train --config training/configs/qwen2.5-32b_1x8.yaml
 """
@@ -25,6 +27,9 @@ SHORTHANDS = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stage", choices=["sft", "distill", "rl"], default="sft",
+                        help="sft: fine-tune on rows; distill: sample, keep the correct and valid, fine-tune, in rounds; "
+                        "rl: policy gradient over the engine's rollouts (training/README.md)")
     parser.add_argument("--config", help="YAML file with model/data/train sections (see training/README.md)")
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a key, e.g. train.max_steps=50"
@@ -45,7 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> list[str]:
     items = list(args.set)
-    for name, key in SHORTHANDS.items():
+    stage = getattr(args, "stage", "sft")
+    shorthands = SHORTHANDS if stage == "sft" else {**SHORTHANDS, "data": "data.tasks"}
+    if stage == "distill":  # the output is the rounds' folder; steps and resume belong to each round's fine-tune
+        shorthands = {**shorthands, "output_dir": "distill.output_dir", "max_steps": "sft.train.max_steps",
+                      "resume": "sft.train.resume"}
+    for name, key in shorthands.items():
         value = getattr(args, name, None)
         if value is not None:
             items.append(f"{key}={value}")
@@ -54,7 +64,39 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return items
 
 
+def run_stage(args: argparse.Namespace) -> int:
+    """`--stage distill` and `--stage rl`: their own typed configs (training/distill/config.py, training/rl/config.py)."""
+    from multiverse.errors import UsageError
+
+    if args.autoregressive_baseline or args.dry_run:
+        raise UsageError(f"--stage {args.stage}: --autoregressive-baseline and --dry-run are for --stage sft")
+    if args.stage == "rl":
+        from training.rl.config import load_rl_config as load_stage
+    else:
+        from training.distill.config import load_distill_config as load_stage
+    cfg = load_stage(args.config, overrides(args))
+    if args.print_config:
+        print(dump(cfg), end="")
+        return 0
+    check_model_path(cfg.model.name_or_path, "model.name_or_path")
+    check_data_file(cfg.data.tasks, "data.tasks")
+    threads.apply(args.threads, threads.count_params(cfg.model.name_or_path))
+    if args.stage == "rl":
+        from training.rl.run import train_rl
+
+        result = train_rl(cfg)
+        print(json.dumps({"event": "done", "output_dir": result["output_dir"], "global_step": result["global_step"],
+                          "curves": result["curves"]}))
+        return 0
+    from training.distill.run import distill
+
+    print(json.dumps({"event": "done", "rounds": distill(cfg)}))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "stage", "sft") != "sft":
+        return run_stage(args)
     cfg = load_config(args.config, overrides(args))  # a ConfigError is a usage error: one line, exit 2
     if args.print_config:
         print(dump(cfg), end="")

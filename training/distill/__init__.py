@@ -1,0 +1,1 @@
+"""Self-distillation in rounds (`multiverse train --stage distill`); see training/README.md."""

@@ -1,0 +1,64 @@
+"""The self-distillation stage's configuration (`multiverse train --stage distill --config FILE.yaml`).
+
+Sections: `model` (the model round 1 samples from), `data` (questions with answers), `sampling` (K completions
+per question), `reward` (only `answer_prefix` matters: where a kept completion's trace ends and its answer
+begins), `distill` (rounds, folder, seed) and `sft`: a complete `multiverse train` config (training/config.py)
+for each round's fine-tune, whose `model.name_or_path`, `data.multiverse` and `train.output_dir` every round
+fills in (the previous round's model, its kept rows, OUT/round-N/model). Full weights, or LoRA with sft.model.lora.r.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from multiverse.config_io import ConfigError, check_at_least, load
+from training.config import Config, ModelConfig
+from training.judge import RewardConfig
+from training.rollouts import SamplingConfig, TaskConfig
+
+
+@dataclass(frozen=True)
+class RoundsConfig:
+    rounds: int = 1  # sample -> keep -> fine-tune, each round from the previous round's model
+    output_dir: str = "runs/distill"  # round-N/kept.jsonl, round-N/summary.json, round-N/model/
+    seed: int = 0  # rollout seeds: (seed, round, question, sample)
+    batch_questions: int = 32  # questions per generate call (x sampling.samples requests)
+    engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig options of the sampling engine
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: TaskConfig = field(default_factory=TaskConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    distill: RoundsConfig = field(default_factory=RoundsConfig)
+    sft: Config = field(default_factory=Config)
+
+    def validate(self) -> "DistillConfig":
+        if not self.model.name_or_path:
+            raise ConfigError("model.name_or_path is required (the model round 1 samples from)", "model")
+        if not self.data.tasks:
+            raise ConfigError("data.tasks must name a jsonl file of questions with answers", "data.tasks")
+        check_at_least(self, ("distill.rounds", "distill.batch_questions", "sampling.samples"), 1)
+        if self.sft.train.mode != "multiverse":
+            raise ConfigError("sft.train.mode must be multiverse (the kept rows are Multiverse traces)", "sft.train.mode")
+        self.round_sft(1, "MODEL", "ROWS.jsonl")  # every other sft key is checked now, not after sampling
+        return self
+
+    def round_sft(self, n: int, model: str, rows: str) -> Config:
+        """The fine-tune of round n: sft with the round's model, rows and output folder, validated."""
+        s = self.sft
+        cfg = dataclasses.replace(
+            s, model=dataclasses.replace(s.model, name_or_path=model),
+            data=dataclasses.replace(s.data, multiverse=rows, autoregressive=None, mixing="multiverse_only"),
+            train=dataclasses.replace(s.train, output_dir=f"{self.distill.output_dir}/round-{n}/model"))
+        try:
+            return cfg.validate()
+        except ConfigError as e:
+            raise ConfigError(f"sft: {e}", f"sft.{e.key}" if e.key else None) from None
+
+
+def load_distill_config(path: str | None, overrides: list[str] = ()) -> DistillConfig:  # type: ignore[assignment]
+    return load(DistillConfig, path, overrides)

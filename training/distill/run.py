@@ -1,0 +1,88 @@
+"""Self-distillation rounds: sample K completions per question with the engine, keep the correct and valid ones
+(shortest critical path per question), fine-tune on them, and start the next round from the result.
+
+    round N:  model(N-1) --engine, seeds (seed, N, question, sample)--> rollouts
+              --judge (eval grader, structure)--> kept.jsonl (+ provenance) --SFT (training.run.train)--> model(N)
+Files per round under distill.output_dir/round-N: kept.jsonl, summary.json (counts and means), model/.
+A round whose model/ is complete is skipped, and kept.jsonl is reused when present, so the command can be run
+again after an interruption and continues where it stopped (the fine-tune itself resumes with sft.train.resume).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from training import rollouts
+from training.distill.config import DistillConfig
+from training.distill.keep import kept_rows
+from training.judge import judge
+
+SUMMARY = "summary.json"
+
+
+def sample_round(cfg: DistillConfig, n: int, model: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(kept rows, summary) of round n's sampling from `model`."""
+    from engine.api import MultiverseLM
+
+    lm = MultiverseLM(model, **cfg.distill.engine)
+    questions = rollouts.load_questions(cfg.data)
+    step = cfg.distill.batch_questions
+    groups, verdicts = [], []
+    for i in tqdm(range(0, len(questions), step), desc=f"round {n}: sampling", unit="batch"):
+        for group in rollouts.sample(lm, questions[i: i + step], cfg.sampling, cfg.distill.seed, "distill", n):
+            groups.append(group)
+            verdicts.append([judge(r, cfg.reward.answer_prefix) for r in group])
+    lm.close()
+    rows = kept_rows(groups, verdicts, n, model, cfg.reward.answer_prefix)
+    flat = [(r, v) for g, vs in zip(groups, verdicts) for r, v in zip(g, vs)]
+    kept_forked = [row["provenance"]["forks"] > 0 for row in rows]
+    summary = {
+        "round": n, "model": model, "questions": len(questions), "completions": len(flat),
+        "correct": sum(v.correct for _, v in flat), "valid": sum(v.valid for _, v in flat),
+        "correct_and_valid": sum(v.correct and v.valid for _, v in flat), "kept": len(rows),
+        "kept_forked_fraction": round(sum(kept_forked) / max(1, len(rows)), 4),
+        "sampled_forked_fraction": round(sum(r.forks > 0 for r, _ in flat) / max(1, len(flat)), 4),
+        "kept_mean_critical_path": round(sum(row["provenance"]["critical_path"] for row in rows) / max(1, len(rows)), 2),
+        "invalid_reasons": _reasons([v.why for _, v in flat if not v.valid]),
+    }
+    return rows, summary
+
+
+def _reasons(whys: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for why in whys:
+        key = why.split(":")[0]
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def round_done(folder: Path) -> bool:
+    return (folder / "model" / "multiverse_train.yaml").is_file() and (folder / "model" / "config.json").is_file()
+
+
+def distill(cfg: DistillConfig) -> list[dict[str, Any]]:
+    """Run every round not done yet; returns each round's summary."""
+    from training.run import train
+
+    model, summaries = cfg.model.name_or_path, []
+    for n in range(1, cfg.distill.rounds + 1):
+        folder = Path(cfg.distill.output_dir, f"round-{n}")
+        kept = folder / "kept.jsonl"
+        if not round_done(folder):
+            if not kept.is_file():
+                rows, summary = sample_round(cfg, n, model)
+                if not rows:
+                    raise RuntimeError(f"round {n}: no completion of {model} was correct and valid; nothing to fine-tune on")
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / SUMMARY).write_text(json.dumps(summary, indent=1))
+                tmp = kept.with_suffix(".tmp")
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                tmp.replace(kept)  # a kill during sampling leaves no half file
+                print(json.dumps({"event": "kept", **summary}))
+            train(cfg.round_sft(n, model, str(kept)))
+        summaries.append(json.loads((folder / SUMMARY).read_text()))
+        model = str(folder / "model")
+    return summaries
