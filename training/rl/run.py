@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -68,9 +68,11 @@ def build_trainer(cfg: RLConfig, run_fp: dict[str, Any] | None = None) -> Any:
     )
 
 
-def train_rl(cfg: RLConfig) -> dict[str, Any]:
-    """Run the RL stage; returns {"output_dir", "global_step", "log_history", "curves"}."""
+def train_rl(cfg: RLConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Run the RL stage (extra Trainer `callbacks` too); returns {"output_dir", "global_step", "log_history", "curves"}."""
     trainer = build_trainer(cfg)
+    for callback in callbacks:
+        trainer.add_callback(callback)
     run_fp = trainer.run_fingerprint
     checkpoint = resume_point(cfg)  # type: ignore[arg-type]
     check_run(cfg, run_fp, checkpoint)  # type: ignore[arg-type]
