@@ -1,0 +1,111 @@
+"""Self-distillation (issue 23): the kept-rows filter (correct and structurally valid, shortest critical path per
+question, provenance) judged by the real grader, and one real round end to end on the shipped tiny model (sampled
+by the engine, kept, fine-tuned by the SFT trainer), repeatable without redoing work."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from multiverse.demo import DEFAULT_MODEL
+from multiverse.demo.remainders import dependent, independent
+from multiverse.evaluation.tasks import Problem
+from multiverse.structure import sequential_twin
+from training.config import Config, DataConfig, ModelConfig, PromptConfig, TrainConfig
+from training.distill.config import DistillConfig, RoundsConfig
+from training.distill.keep import kept_rows
+from training.distill.run import distill
+from training.judge import judge
+from training.rollouts import Question, Rollout, SamplingConfig, TaskConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _rollout(q: Question, sample: int, body: str, answer: str, critical: int, generated: int, finish: str = "stop") -> Rollout:
+    text = f"<Think>\n{body}\n</Think>\n\nAnswer: {answer}"
+    return Rollout(q, sample, 1000 + sample, [1, 2], [3] * generated, [-0.1] * generated, text, finish, generated,
+                   critical, generated / critical, int("<Parallel>" in body), ())
+
+
+def test_kept_rows_are_correct_valid_and_the_shortest_critical_path_per_question() -> None:
+    block = independent([((83, 5),), ((58, 5),)])  # answer 6
+    chain = dependent((13, 4), [(10, 4)])  # answer 3
+    q1 = Question(Problem("1", block.question, "6", "word"), 0, True)
+    q2 = Question(Problem("2", chain.question, "3", "word"), 1, False)
+    broken = block.trace.replace("</Path><Path>2:", "<Path>2:", 1)  # an unclosed path
+    group1 = [
+        _rollout(q1, 0, sequential_twin(block.trace), "6", 300, 300),  # right, sequential
+        _rollout(q1, 1, block.trace, "6", 120, 330),  # right, parallel
+        _rollout(q1, 2, block.trace, "6", 120, 300),  # right, parallel, as short and fewer tokens: kept
+        _rollout(q1, 3, block.trace, "7", 50, 300),  # wrong
+        _rollout(q1, 4, block.trace, "6", 40, 300, finish="length"),  # cut off
+        _rollout(q1, 5, broken, "6", 30, 300),  # broken structure
+        _rollout(q1, 6, block.trace + "\n\nAnswer: 6", "6", 20, 300),  # two answer lines
+    ]
+    group2 = [_rollout(q2, k, chain.trace, "4", 90, 90) for k in range(3)]  # never right: no row
+    verdicts = [[judge(r) for r in g] for g in (group1, group2)]
+    assert [v.correct for v in verdicts[0]] == [True, True, True, False, True, True, True]
+    assert [v.valid for v in verdicts[0]] == [True, True, True, True, False, False, False]
+    rows = kept_rows([group1, group2], verdicts, 3, "runs/x", "\n\nAnswer: ")
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["question"] == block.question and row["deepseek_attempt"] == "6" and row["dependent"] is False
+    assert row["deepseek_thinking_trajectory_parallel"] == f"<Think>\n{block.trace}\n</Think>"
+    assert row["provenance"] == {"round": 3, "sample": 2, "seed": 1002, "critical_path": 120, "generated_tokens": 300,
+                                 "parallelism": 2.5, "forks": 1, "candidates": 3, "model": "runs/x"}
+
+
+def test_kept_rows_feed_the_sft_trainer(tmp_path) -> None:
+    from transformers import AutoTokenizer
+
+    from training.data import load_examples
+    from training.encoding import encode_example
+
+    block = independent([((83, 5),), ((58, 5),)])
+    q = Question(Problem("1", block.question, "6", "word"), 0, True)
+    r = _rollout(q, 0, block.trace, "6", 120, 300)
+    path = tmp_path / "kept.jsonl"
+    path.write_text(json.dumps(kept_rows([[r]], [[judge(r)]], 1, "m", "\n\nAnswer: ")[0]) + "\n")
+    data = DataConfig(multiverse=str(path), mixing="multiverse_only", prompt=PromptConfig(multiverse_suffix=""))
+    mv, _ = load_examples(data, False)
+    tok = AutoTokenizer.from_pretrained(DEFAULT_MODEL)
+    ids = encode_example(mv[0], tok, data)["input_ids"]
+    assert tok.decode(ids).count("<Parallel>") == 1 and tok.decode(ids).rstrip().endswith("Answer: 6<|im_end|>")
+
+
+def _config(tasks: str, out: str) -> DistillConfig:
+    sft = Config(model=ModelConfig(dtype="float32", attn_implementation="sdpa"),
+                 data=DataConfig(prompt=PromptConfig(multiverse_suffix=""), block_size=1024, token_cache=False),
+                 train=TrainConfig(max_steps=2, micro_batch_size=2, learning_rate=1e-4, save_steps=1000, seed=0))
+    return DistillConfig(model=ModelConfig(name_or_path=str(DEFAULT_MODEL)), data=TaskConfig(tasks=tasks),
+                         sampling=SamplingConfig(samples=4, max_new_tokens=200),
+                         distill=RoundsConfig(rounds=1, output_dir=out, seed=0), sft=sft).validate()
+
+
+def test_a_round_samples_keeps_and_fine_tunes_and_a_rerun_redoes_nothing(tmp_path) -> None:
+    tasks = tmp_path / "tasks.jsonl"
+    rows = [{"question": "Let A = 13 mod 4, B = (A+10) mod 4. Compute B.", "deepseek_attempt": "3", "dependent": True},
+            {"question": "Let A = 17 mod 5, B = (A+10) mod 5. Compute B.", "deepseek_attempt": "2", "dependent": True}]
+    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "distill"
+    cfg = _config(str(tasks), str(out))
+    [summary] = distill(cfg)
+    assert summary["completions"] == 8 and 1 <= summary["kept"] <= 2 and summary["correct_and_valid"] >= summary["kept"]
+    kept = [json.loads(x) for x in (out / "round-1" / "kept.jsonl").read_text().splitlines()]
+    for row in kept:
+        p = row["provenance"]
+        assert p["round"] == 1 and p["model"] == str(DEFAULT_MODEL) and 0 <= p["sample"] < 4 and p["critical_path"] > 0
+    assert (out / "round-1" / "model" / "model.safetensors").is_file()
+    stamp = (out / "round-1" / "model" / "model.safetensors").stat().st_mtime_ns
+    assert distill(cfg) == [summary]  # done rounds are skipped
+    assert (out / "round-1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_bad_sft_section_is_refused_before_any_sampling(tmp_path) -> None:
+    from multiverse.config_io import ConfigError
+
+    cfg = _config(str(tmp_path / "t.jsonl"), str(tmp_path / "o"))
+    bad = dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, data=dataclasses.replace(cfg.sft.data, truncation="x")))
+    with pytest.raises(ConfigError, match="sft: data.truncation"):
+        bad.validate()
