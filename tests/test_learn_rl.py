@@ -164,3 +164,18 @@ def test_rl_resume_is_bit_exact(chains, tmp_path) -> None:
     assert any(not torch.equal(a[k], start[k]) for k in a)  # it learned something: the check is not vacuous
     assert _lines(straight) == _lines(resumed) and [r["step"] for r in _lines(resumed)] == [1, 2, 3, 4]
     assert (resumed / "curves.png").stat().st_size > 10_000
+
+
+def test_the_stages_configs_are_typed_and_checked_on_the_command_line(tasks) -> None:
+    from test_cli_errors import cli, error_line
+
+    rl = "training/configs/rl_tiny.yaml"
+    proc = cli("train", "--stage", "rl", "--config", rl, "--set", "policy.advantage=best", "--data", tasks)
+    assert proc.returncode == 2 and "policy.advantage must be one of normalized, centered" in error_line(proc, "train")
+    proc = cli("train", "--stage", "rl", "--config", rl, "--set", "sampling.samples=many")
+    assert proc.returncode == 2 and "sampling.samples = 'many'" in error_line(proc, "train")
+    proc = cli("train", "--stage", "distill", "--config", "training/configs/distill_tiny.yaml", "--data", tasks,
+               "--max-steps", "3", "--print-config")
+    assert proc.returncode == 0 and f"tasks: {tasks}" in proc.stdout and "max_steps: 3" in proc.stdout
+    proc = cli("train", "--stage", "rl", "--config", rl, "--autoregressive-baseline")
+    assert proc.returncode == 2 and "--stage sft" in error_line(proc, "train")
