@@ -72,6 +72,16 @@ class Rollout:
         return [lp is not None for lp in self.logprobs]
 
 
+def check_sources(model_path: str, data: TaskConfig, role: str) -> None:
+    """The model a stage samples from and its questions file are named (ConfigError naming the key otherwise)."""
+    from multiverse.config_io import ConfigError
+
+    if not model_path:
+        raise ConfigError(f"model.name_or_path is required (the model {role})", "model")
+    if not data.tasks:
+        raise ConfigError("data.tasks must name a jsonl file of questions with answers", "data.tasks")
+
+
 def rollout_seed(*keys: Any) -> int:
     """A 31-bit seed from the keys (run seed, round/step, question index, sample), stable across processes."""
     digest = hashlib.sha256(":".join(str(k) for k in keys).encode()).digest()

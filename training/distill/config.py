@@ -15,7 +15,7 @@ from typing import Any
 from multiverse.config_io import ConfigError, check_at_least, load
 from training.config import Config, ModelConfig
 from training.judge import RewardConfig
-from training.rollouts import SamplingConfig, TaskConfig
+from training.rollouts import SamplingConfig, TaskConfig, check_sources
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,7 @@ class DistillConfig:
     sft: Config = field(default_factory=Config)
 
     def validate(self) -> "DistillConfig":
-        if not self.model.name_or_path:
-            raise ConfigError("model.name_or_path is required (the model round 1 samples from)", "model")
-        if not self.data.tasks:
-            raise ConfigError("data.tasks must name a jsonl file of questions with answers", "data.tasks")
+        check_sources(self.model.name_or_path, self.data, "round 1 samples from")
         check_at_least(self, ("distill.rounds", "distill.batch_questions", "sampling.samples"), 1)
         if self.sft.train.mode != "multiverse":
             raise ConfigError("sft.train.mode must be multiverse (the kept rows are Multiverse traces)", "sft.train.mode")

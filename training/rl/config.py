@@ -12,7 +12,7 @@ from typing import Any
 from multiverse.config_io import ConfigError, check_at_least, check_choice, load
 from training.config import ModelConfig, TrainConfig
 from training.judge import RewardConfig
-from training.rollouts import SamplingConfig, TaskConfig
+from training.rollouts import SamplingConfig, TaskConfig, check_sources
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,7 @@ class RLConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> "RLConfig":
-        if not self.model.name_or_path:
-            raise ConfigError("model.name_or_path is required (the model RL starts from)", "model")
-        if not self.data.tasks:
-            raise ConfigError("data.tasks must name a jsonl file of questions with answers", "data.tasks")
+        check_sources(self.model.name_or_path, self.data, "RL starts from")
         check_choice("policy.advantage", self.policy.advantage, ("normalized", "centered"))
         check_choice("policy.backend", self.policy.backend, ("native",))  # SGLang: training/README.md, at scale
         check_choice("train.mode", self.train.mode, ("multiverse",))
