@@ -3,6 +3,7 @@ from multiverse.attention.blocks import block_mask, block_mask_from_layouts, blo
 from multiverse.attention.counts import TokenCounts, count_tokens, degree_of_parallelism
 from multiverse.attention.forkmerge import fork_prefix, merge_token, outline_labels
 from multiverse.attention.layout import Layout, dense_mask, layout, pack, position_ids
+from multiverse.attention.resume import LayoutScan
 from multiverse.attention.scanner import BranchState, Fallback, Fork, PathEnd, StructureRules, read_label
 
 __all__ = [
@@ -10,6 +11,7 @@ __all__ = [
     "Fallback",
     "Fork",
     "Layout",
+    "LayoutScan",
     "PathEnd",
     "StructureRules",
     "TokenCounts",

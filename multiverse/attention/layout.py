@@ -12,7 +12,8 @@ Non-strict scans never raise: a block that falls back runs sequentially, a trunc
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import copy
+from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
 import torch
@@ -82,44 +83,93 @@ class _Block:
     path_ends: list[int] = field(default_factory=list)  # positions of the finished paths' </Path>
 
 
+Run = tuple[int, int, tuple[Range, ...]]  # tokens [a, b) that share one tuple of hidden ranges
+
+
 class _Scanner:
+    """The scan, resumable: `feed` consumes the next ids (any split of a row gives the same result), `copy`
+    snapshots the state (the open branches and blocks) so a later feed can resume from it."""
+
     def __init__(self, vocab: StructureVocab, rules: StructureRules, strict: bool) -> None:
         self.vocab, self.rules, self.strict = vocab, rules, strict
         self.fallbacks: list[tuple[int, str]] = []
         self.path_opens: list[tuple[int, str]] = []  # (token index of a forked path's <Path>, its label)
         self.merges: list[int] = []  # token index of each forced <Conclusion>
         self.num_forks = 0
+        self.stack: list[_Path | _Block] = []  # the open branches and blocks, root first
+        self.length = 0  # tokens consumed so far
+        self.last_doc: int | None = None  # document of the last consumed token
 
     def run(self, ids: list[int], docs: list[int]) -> tuple[list[int], list[int], list[tuple[Range, ...]]]:
-        """(positions [L], per-token index into the hidden-range table, the table)."""
-        L = len(ids)
-        positions, which = [0] * L, [0] * L
+        """(positions [L], per-token index into the hidden-range table, the table) of a whole row."""
+        positions, runs = self.feed(ids, docs)
+        self.finish()
+        which = [0] * len(ids)
         table: dict[tuple[Range, ...], int] = {(): 0}
-        stack: list[_Path | _Block] = []
+        for a, b, hidden in runs:
+            which[a:b] = [table.setdefault(hidden, len(table))] * (b - a)
+        return positions, which, list(table)
+
+    def feed(self, ids: list[int], docs: list[int] | None = None) -> tuple[list[int], list[Run]]:
+        """Consume ids[0..n) as tokens [length, length + n) of the row (docs=None: one document).
+
+        Returns their positions [n] and runs of equal hidden ranges; token indices in runs, events and hidden
+        ranges are absolute (row) indices. Cost: O(n) list work plus Python work per tag and per run.
+        """
+        base, L = self.length, len(ids)
+        positions: list[int] = [0] * L
+        runs: list[Run] = []
         tags = self.vocab.tags.id_set
-        starts = {i for i in range(L) if i == 0 or docs[i] != docs[i - 1]}
+        if docs is None:
+            starts = {0} if base == 0 and L else set()
+        else:
+            before = [self.last_doc if base else None] + list(docs[:-1])
+            starts = {j for j in range(L) if docs[j] != before[j] or base + j == 0}
+            self.last_doc = docs[-1] if L else self.last_doc
         cursor = 0
         for i in sorted(starts.union(i for i, t in enumerate(ids) if t in tags)) + [L]:
             if cursor < i:  # a run of text ids [cursor, i) inside one document
-                path = self._branch_for(stack, ids[cursor], cursor)
+                path = self._branch_for(self.stack, ids[cursor], base + cursor)
                 p = path.state.position
                 path.state.consume_text(ids[cursor:i])
                 positions[cursor:i] = range(p + 1, p + 1 + i - cursor)
-                which[cursor:i] = [table.setdefault(path.hidden, len(table))] * (i - cursor)
+                runs.append((base + cursor, base + i, path.hidden))
             if i == L:
                 break
             if i in starts:
-                self._end_document(stack, i)
-                stack = [_Path(BranchState(self.vocab, self.rules), (), i)]
+                self._end_document(self.stack, base + i)
+                self.stack = [_Path(BranchState(self.vocab, self.rules), (), base + i)]
             cursor = i
             if ids[i] in tags:
-                path = self._branch_for(stack, ids[i], i)
+                path = self._branch_for(self.stack, ids[i], base + i)
                 event = path.state.step(ids[i])
-                positions[i], which[i] = path.state.position, table.setdefault(path.hidden, len(table))
-                self._handle(stack, path, event, i)
+                positions[i] = path.state.position
+                runs.append((base + i, base + i + 1, path.hidden))
+                self._handle(self.stack, path, event, base + i)
                 cursor = i + 1
-        self._end_document(stack, L)
-        return positions, which, list(table)
+        self.length += L
+        return positions, runs
+
+    def finish(self) -> None:
+        self._end_document(self.stack, self.length)
+
+    def copy(self) -> "_Scanner":
+        """An independent scanner in the same state (frames copied; a block keeps pointing at its parent's copy)."""
+        new = copy.copy(self)
+        new.fallbacks, new.path_opens, new.merges = list(self.fallbacks), list(self.path_opens), list(self.merges)
+        paths: dict[int, _Path] = {}
+
+        def path(p: _Path) -> _Path:
+            if id(p) not in paths:
+                state = replace(p.state, outlines=[list(o) for o in p.state.outlines])
+                paths[id(p)] = _Path(state, p.hidden, p.open_index)
+            return paths[id(p)]
+
+        new.stack = [
+            path(f) if isinstance(f, _Path) else _Block(path(f.parent), f.labels, f.goal_position, f.first_path, list(f.path_ends))
+            for f in self.stack
+        ]
+        return new
 
     def _branch_for(self, stack: list[_Path | _Block], token: int, i: int) -> _Path:
         """The branch that consumes token i; opens the next path or merges a block whose paths are done."""
