@@ -17,8 +17,9 @@ from sglang_support import scripted_targets  # noqa: E402
 from engine.script import ScriptedProcessor  # noqa: E402
 from engine.sglang.plugin import check_version  # noqa: E402
 from engine.sglang.plugin.script import ScriptedLogits, script_key, script_params  # noqa: E402
-from engine.sglang.plugin.structure import MergePlan, first_masked, plan_merge, rules_from, rules_to_params  # noqa: E402
-from multiverse.attention import StructureRules, dense_mask, layout  # noqa: E402
+from engine.sglang.plugin.request_layout import RequestLayout  # noqa: E402
+from engine.sglang.plugin.structure import MergePlan, plan_merge, rules_from, rules_to_params  # noqa: E402
+from multiverse.attention import StructureRules, dense_mask  # noqa: E402
 from multiverse.tags import StructureVocab  # noqa: E402
 
 
@@ -29,8 +30,8 @@ def merges_of(target, tok):
     visible = dense_mask(target, tok)
     for c in [i for i, t in enumerate(target) if t == vocab.tags.conclusion_open]:
         ids = [target[i] for i in visible[c, : c + 1].nonzero().flatten().tolist()]
-        lay = layout(ids, tok)
-        masked = first_masked(lay, 0)
+        lay = RequestLayout.of(ids, vocab)
+        masked = lay.first_masked(0)
         yield ids, (plan_merge(ids, lay, masked, vocab) if masked is not None else None)
 
 
@@ -55,19 +56,20 @@ def test_plans_split_merge_requests_into_their_children(tok):
 
 
 def test_only_sibling_tokens_are_masked(tok):
+    vocab = StructureVocab.from_tokenizer(tok)
     _, target = scripted_targets(tok, 1, seed=4)[0]
-    lay = layout(target, tok)
-    last = first_masked(lay, 0)
-    assert last is not None and first_masked(lay, last + 1) is None
-    assert first_masked(layout(target[:5], tok), 0) is None  # before any block: plain causal text
+    lay = RequestLayout.of(target, vocab)
+    last = lay.first_masked(0)
+    assert last is not None and lay.first_masked(last + 1) is None
+    assert RequestLayout.of(target[:5], vocab).first_masked(0) is None  # before any block: plain causal text
 
 
 def test_a_non_canonical_block_is_refused_with_the_tokens(tok):
     vocab = StructureVocab.from_tokenizer(tok)
     body = "<Parallel><Goal><Outline>1: a</Outline><Outline>2: b</Outline></Goal><Path>1: x</Path><Path>2: y</Path> z"
     ids = tok(body, add_special_tokens=False)["input_ids"]
-    lay = layout(ids, tok)
-    problem = plan_merge(ids, lay, first_masked(lay, 0), vocab)
+    lay = RequestLayout.of(ids, vocab)
+    problem = plan_merge(ids, lay, lay.first_masked(0), vocab)
     assert isinstance(problem, str) and "not followed by <Conclusion>" in problem
 
 

@@ -27,8 +27,8 @@ from engine.script import ScriptedProcessor  # noqa: E402
 from engine.sglang.client import ApproximateMergeRefused  # noqa: E402
 from engine.sglang.http import GenerateCall, Wire  # noqa: E402
 from engine.sglang.plugin.script import script_params  # noqa: E402
-from engine.sglang.plugin.structure import MergePlan, first_masked, plan_merge  # noqa: E402
-from multiverse.attention import layout  # noqa: E402
+from engine.sglang.plugin.request_layout import RequestLayout  # noqa: E402
+from engine.sglang.plugin.structure import MergePlan, plan_merge  # noqa: E402
 from multiverse.demo import DEFAULT_MODEL  # noqa: E402
 from multiverse.demo.remainders import held_out_rows  # noqa: E402
 
@@ -112,12 +112,12 @@ def simple_merge(tok, vocab):
         (_, target), = scripted_targets(tok, 1, seed=seed)
         for c in [i for i, x in enumerate(target) if x == vocab.tags.conclusion_open]:
             ids = target[: c + 1]
-            lay = layout(ids, tok)
-            masked = first_masked(lay, 0)
+            lay = RequestLayout.of(ids, vocab)
+            masked = lay.first_masked(0)
             plan = plan_merge(ids, lay, masked, vocab) if masked is not None else None
             if isinstance(plan, MergePlan) and plan.conclusion == c and len(plan.spans) >= 2:
                 children = [plan.child(ids, k) for k in range(len(plan.spans))]
-                if all(first_masked(layout(ch, tok), 0) is None for ch in children):
+                if all(RequestLayout.of(ch, vocab).first_masked(0) is None for ch in children):
                     return children, ids
     raise AssertionError("no simple block in the scripted targets")
 

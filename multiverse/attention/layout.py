@@ -13,7 +13,7 @@ Non-strict scans never raise: a block that falls back runs sequentially, a trunc
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
@@ -99,6 +99,7 @@ class _Scanner:
         self.stack: list[_Path | _Block] = []  # the open branches and blocks, root first
         self.length = 0  # tokens consumed so far
         self.last_doc: int | None = None  # document of the last consumed token
+        self.last_hidden: tuple[Range, ...] = ()  # hidden ranges of the last consumed token
 
     def run(self, ids: list[int], docs: list[int]) -> tuple[list[int], list[int], list[tuple[Range, ...]]]:
         """(positions [L], per-token index into the hidden-range table, the table) of a whole row."""
@@ -148,6 +149,7 @@ class _Scanner:
                 self._handle(self.stack, path, event, base + i)
                 cursor = i + 1
         self.length += L
+        self.last_hidden = runs[-1][2] if runs else self.last_hidden
         return positions, runs
 
     def finish(self) -> None:
@@ -155,13 +157,15 @@ class _Scanner:
 
     def copy(self) -> "_Scanner":
         """An independent scanner in the same state (frames copied; a block keeps pointing at its parent's copy)."""
-        new = copy.copy(self)
+        new = object.__new__(_Scanner)
+        new.__dict__.update(self.__dict__)
         new.fallbacks, new.path_opens, new.merges = list(self.fallbacks), list(self.path_opens), list(self.merges)
         paths: dict[int, _Path] = {}
 
         def path(p: _Path) -> _Path:
             if id(p) not in paths:
-                state = replace(p.state, outlines=[list(o) for o in p.state.outlines])
+                state = copy.copy(p.state)
+                state.outlines = [list(o) for o in state.outlines]
                 paths[id(p)] = _Path(state, p.hidden, p.open_index)
             return paths[id(p)]
 

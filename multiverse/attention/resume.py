@@ -31,6 +31,11 @@ class LayoutScan:
     def rules(self) -> StructureRules:
         return self._scanner.rules
 
+    @property
+    def last_hidden(self) -> tuple[Range, ...]:
+        """Hidden ranges of the last token scanned (() before any)."""
+        return self._scanner.last_hidden
+
     def extend(self, ids: list[int]) -> tuple[list[int], list[Run]]:
         """Positions [n] of the next n tokens and their runs (a, b, hidden ranges) in row indices.
 

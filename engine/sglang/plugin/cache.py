@@ -24,14 +24,18 @@ from sglang.srt.mem_cache.radix_cache import RadixKey
 from sglang.srt.mem_cache.registry import TreeCacheBuildContext, create_unified_radix_cache
 from sglang.srt.mem_cache.unified_radix_cache import UnifiedRadixCache
 
-from engine.sglang.plugin.structure import MergePlan, first_masked, plan_merge, rules_from, sequence_layout, vocab_for
+from engine.sglang.plugin.request_layout import LAYOUT, RequestLayout, ids_between, request_ids
+from engine.sglang.plugin.states import ScanStates
+from engine.sglang.plugin.structure import MergePlan, merge_plan, rules_from, vocab_for
 
 log = logging.getLogger(__name__)
 MERGE_FAILED = "multiverse merge failed"  # prefix of the abort message the client looks for
+REFUSED = "_multiverse_refused"  # attribute on sglang's Req: aborted by this cache (its ids are a stub)
 
 
 class MultiverseRadixCache(UnifiedRadixCache):
     tokenizer_path: str = ""  # set by the factory (a subclass per server)
+    states: ScanStates  # set by the factory: scan states per tree node, where request layouts resume
     merges_built = 0  # counters, logged: merged nodes built and merge requests refused
     merges_refused = 0
 
@@ -40,13 +44,13 @@ class MultiverseRadixCache(UnifiedRadixCache):
         req = params.req
         if req is None or self.disable:
             return result
-        full = list(req.origin_input_ids) + list(req.output_ids)
+        full = request_ids(req)
         vocab = vocab_for(self.tokenizer_path)
-        lay = sequence_layout(full, vocab, rules_from(req.sampling_params.custom_params))
-        masked = first_masked(lay, result.device_prefix_len)
+        lay = self._layout(req, full, result)
+        masked = lay.first_masked(result.device_prefix_len)
         if masked is None:
             return result
-        plan = plan_merge(full, lay, masked, vocab)
+        plan = merge_plan(full, lay, masked, vocab)
         try:
             problem = plan if isinstance(plan, str) else self._build_merged(req, full, plan)
         except Exception as err:  # noqa: BLE001 - a failed merge fails its request, never the server
@@ -54,11 +58,37 @@ class MultiverseRadixCache(UnifiedRadixCache):
             problem = f"building the merged node raised {err!r}"
         if problem is None:
             result = super().match_prefix(params)
-            masked = first_masked(lay, result.device_prefix_len)
+            masked = lay.first_masked(result.device_prefix_len)
             if masked is None:
+                self.states.keep(result.last_device_node, result.device_prefix_len, lay)  # the merged node
                 return result
             problem = f"token {masked} is still uncached after the merge node was built"
         return self._refuse(req, problem)
+
+    # ------------------------------------------------------------------ layouts in O(new tokens)
+    def _layout(self, req: Any, ids: list[int], result: MatchResult) -> RequestLayout:
+        """The request's layout from its matched prefix on (reused while it covers the request's ids)."""
+        rules, vocab = rules_from(req.sampling_params.custom_params), vocab_for(self.tokenizer_path)
+        lay = self.states.layout(ids, result.last_device_node, result.device_prefix_len, self._parent_of, vocab, rules,
+                                 current=getattr(req, LAYOUT, None))
+        setattr(req, LAYOUT, lay)
+        return lay
+
+    def _parent_of(self, node: Any) -> tuple[Any, int] | None:
+        n = self.tree_core.node_by_id(node)
+        return None if n.parent is None else (n.parent.id, len(n.key))
+
+    def checkpoint_into_tree(self, req: Any, *, up_to: int, **kwargs: Any) -> None:
+        """SGLang's insert of a request's KV; then the scan states at its node and at its prompt's node."""
+        super().checkpoint_into_tree(req, up_to=up_to, **kwargs)
+        lay = getattr(req, LAYOUT, None)
+        if lay is None or self.disable or getattr(req, REFUSED, False) or getattr(req, "last_node", None) is None:
+            return
+        try:
+            self.states.keep_inserted(lay, req.last_node, req.kv.cache_protected_len, len(req.origin_input_ids),
+                                      self._parent_of, lambda a, b: ids_between(req, a, b))
+        except Exception:  # noqa: BLE001 - states only save time: losing one never fails the server
+            log.exception("multiverse scan state of rid %s", req.rid)
 
     # ------------------------------------------------------------------ building a merged node
     def _build_merged(self, req: Any, ids: list[int], plan: MergePlan) -> str | None:
@@ -107,6 +137,7 @@ class MultiverseRadixCache(UnifiedRadixCache):
     def _refuse(self, req: Any, problem: str) -> MatchResult:
         """Abort the request visibly; match nothing, so nothing of it is computed."""
         MultiverseRadixCache.merges_refused += 1
+        setattr(req, REFUSED, True)
         message = f"{MERGE_FAILED}: {problem}; re-issue the paths and the merge"
         log.warning("%s (rid %s)", message, req.rid)
         req.set_finish_with_abort(message)
@@ -134,7 +165,9 @@ def make_factory() -> Any:
             )
         if ctx.is_hybrid_swa or ctx.is_hybrid_ssm or ctx.enable_hierarchical_cache or ctx.disable_radix_cache:
             raise ValueError("--radix-cache-backend multiverse supports full-attention models with the radix cache on")
-        cls = type("MultiverseRadixCache", (MultiverseRadixCache,), {"tokenizer_path": args.tokenizer_path or args.model_path})
+        attrs = {"tokenizer_path": args.tokenizer_path or args.model_path, "states": ScanStates()}
+        cls = type("MultiverseRadixCache", (MultiverseRadixCache,), attrs)
         return create_unified_radix_cache(ctx, cache_class=cls)
 
     return factory
+

@@ -6,11 +6,14 @@ causal extend (it would see its earlier siblings); only the cache may supply its
 """
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from multiverse.attention import Layout, StructureRules, layout
+from engine.sglang.plugin.request_layout import RequestLayout
+from multiverse.attention import StructureRules
 from multiverse.tags import StructureVocab
 
 PARAMS_KEY = "multiverse"  # custom_params[PARAMS_KEY] = {"parallel": bool, "max_paths": int|None, "max_depth": ...}
@@ -36,12 +39,6 @@ def rules_to_params(rules: StructureRules) -> dict[str, Any]:
     return {PARAMS_KEY: {"parallel": rules.parallel, "max_paths": rules.max_paths, "max_depth": rules.max_depth}}
 
 
-def first_masked(lay: Layout, start: int) -> int | None:
-    """Index of the last token at or after `start` that has a hidden range (needs the Multiverse mask), else None."""
-    hidden = (lay.hidden_hi[start:] > lay.hidden_lo[start:]).any(dim=1).nonzero()
-    return start + int(hidden[-1]) if hidden.numel() else None
-
-
 @dataclass(frozen=True)
 class MergePlan:
     """The block whose paths precede `conclusion`: child k's own sequence is ids[:first_path] + ids[s_k:e_k+1]."""
@@ -55,28 +52,40 @@ class MergePlan:
         return ids[: self.first_path] + ids[s : e + 1]
 
 
-def plan_merge(ids: list[int], lay: Layout, masked: int, vocab: StructureVocab) -> MergePlan | str:
-    """The innermost block around token `masked` (a token of a non-first path), or why there is none.
+def plan_merge(ids: Sequence[int], lay: RequestLayout, masked: int, vocab: StructureVocab) -> MergePlan | str | None:
+    """The innermost block around token `masked` (a token of a non-first path), or why there is none; None when
+    the block starts before what `lay` covers (the caller then plans on a fresh scan of all ids).
 
     Path k >= 2 of a block B carries the hidden range (first <Path> of B, <Path> of k) as its last entry;
-    path 1 carries none of B's, so it starts at B's first <Path>.
+    path 1 carries none of B's, so it starts at B's first <Path>. Paths 2..n are contiguous and every token in
+    them (nested blocks included) carries B's range at the same depth d, so a walk back over the runs from
+    `masked` finds them: O(tokens of paths 2..n).
     """
-    lo, hi = lay.hidden_lo[masked].tolist(), lay.hidden_hi[masked].tolist()
-    d = max(i for i in range(len(lo)) if hi[i] > lo[i])
-    first = lo[d]
-    same = (lay.hidden_lo[:, d] == first) & (lay.hidden_hi[:, d] > first)
-    starts = sorted({first} | set(lay.hidden_hi[same, d].tolist()))
-    last_end = int(same.nonzero()[-1])
-    ends = [s - 1 for s in starts[1:]] + [last_end]
+    hidden = lay.hidden_at(masked)
+    d, first = len(hidden) - 1, hidden[-1][0]
+    starts = {first}
+    k = bisect_right(lay.run_starts, masked) - 1
+    while k >= 0 and len(lay.runs[k][2]) > d and lay.runs[k][2][d][0] == first:
+        starts.add(lay.runs[k][2][d][1])
+        k -= 1
+    if k < 0 and len(lay.before) > d and lay.before[d][0] == first:
+        return None  # paths 2..n begin before the layout's start
+    starts_sorted = sorted(starts)
+    ends = [s - 1 for s in starts_sorted[1:]] + [masked]
     t = vocab.tags
-    for s, e in zip(starts, ends):
+    for s, e in zip(starts_sorted, ends):
         if ids[s] != t.path_open or ids[e] != t.path_close:
             return f"path at tokens {s}..{e} is not <Path>..</Path> (non-canonical block)"
-    c = last_end + 1
+    c = masked + 1
     if c >= len(ids) or ids[c] != t.conclusion_open:
-        return f"the block's last </Path> (token {last_end}) is not followed by <Conclusion>"
-    return MergePlan(first, tuple(zip(starts, ends)), c)
+        return f"the block's last </Path> (token {masked}) is not followed by <Conclusion>"
+    return MergePlan(first, tuple(zip(starts_sorted, ends)), c)
 
 
-def sequence_layout(ids: list[int], vocab: StructureVocab, rules: StructureRules) -> Layout:
-    return layout(ids, vocab, rules=rules)
+def merge_plan(ids: Sequence[int], lay: RequestLayout, masked: int, vocab: StructureVocab) -> MergePlan | str:
+    """plan_merge on the request's layout; on a fresh scan of all ids when the block begins before it (rare)."""
+    plan = plan_merge(ids, lay, masked, vocab)
+    if plan is None:
+        plan = plan_merge(ids, RequestLayout.of(ids, vocab, lay.rules), masked, vocab)
+    assert plan is not None  # a scan from token 0 always covers the block
+    return plan

@@ -1,0 +1,118 @@
+"""The plugin's layouts in O(new tokens), without a server: every call a client makes for nested traces, driven
+through the plugin's functions in the order SGLang calls them (engine/sglang/plugin/replay.py), gets exactly the
+positions and merge plans of a whole-sequence scan, while the scan goes over only the tokens the call adds."""
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sglang_support import scripted_targets  # noqa: E402
+
+from engine.sglang.plugin.positions import OFFSET, extend_positions  # noqa: E402
+from engine.sglang.plugin.replay import PrefixTree, replay  # noqa: E402
+from engine.sglang.plugin.request_layout import LAYOUT, RequestLayout  # noqa: E402
+from engine.sglang.plugin.states import ScanStates  # noqa: E402
+from engine.sglang.plugin.structure import MergePlan, merge_plan, plan_merge, rules_to_params  # noqa: E402
+from multiverse.attention import LayoutScan, StructureRules, layout  # noqa: E402
+from multiverse.encode import encode_trace  # noqa: E402
+from multiverse.synthetic import SyntheticShape, synthetic_trace  # noqa: E402
+from multiverse.tags import StructureVocab  # noqa: E402
+
+
+def traces(tok):
+    for _, target in scripted_targets(tok, 3, seed=11):
+        yield target
+    for seed in range(3):
+        shape = SyntheticShape(max_depth=2, max_paths=4, words=(1, 4), block_chance=0.7)
+        yield encode_trace(synthetic_trace(seed, 4, shape), tok)
+
+
+@pytest.mark.parametrize("cap", [5, 64])
+def test_every_call_gets_the_whole_scan_positions_and_plans(tok, cap: int) -> None:
+    vocab = StructureVocab.from_tokenizer(tok)
+    merges = calls = 0
+    for target in traces(tok):
+        for served in replay(target, vocab, cap=cap):
+            ids = served.call.ids
+            whole = RequestLayout.of(ids, vocab)
+            assert served.positions == layout(ids, vocab).positions.tolist()[served.depth :]
+            assert whole.first_masked(served.depth) is None  # after a merge too: nothing uncached needs the mask
+            if served.plan is not None:  # the last masked token is in the block the merge closes
+                assert served.plan == plan_merge(ids, whole, whole.first_masked(0), vocab)
+                assert served.plan.conclusion == len(ids) - 1 and served.depth == len(ids) - 1
+                merges += 1
+            # what the plugin scanned: the tokens SGLang had not cached, those it decoded, at most one more
+            assert served.scanned <= len(ids) - served.matched + len(served.call.out) + 1, (len(ids), served.matched)
+            calls += 1
+    assert merges >= 20 and calls >= 100
+
+
+def test_a_walk_that_misses_the_match_end_trusts_nothing(tok) -> None:
+    """A state is used only where depths counted from it land on SGLang's match end; else all ids are scanned."""
+    vocab = StructureVocab.from_tokenizer(tok)
+    _, target = scripted_targets(tok, 1, seed=3)[0]
+    tree, states = PrefixTree(), ScanStates()
+    node = tree.insert(target[:40])
+    states.put(node, StructureRules(), LayoutScan(vocab).copy())  # a wrong state: length 0 at a depth-40 node
+    lay = states.layout(target, node, 40, tree.parent_of, vocab, StructureRules())
+    assert lay.start == 0 and lay.positions == layout(target, vocab).positions.tolist()
+    good = RequestLayout.of(target[:40], vocab).scan
+    states.put(node, StructureRules(), good)
+    lay = states.layout(target, node, 40, tree.parent_of, vocab, StructureRules())
+    assert lay.start == 40 and lay.positions == layout(target, vocab).positions.tolist()[40:]
+
+
+def test_states_are_bounded_and_keyed_by_rules(tok) -> None:
+    vocab = StructureVocab.from_tokenizer(tok)
+    states = ScanStates(capacity=3)
+    for node in range(5):
+        states.put(node, StructureRules(), LayoutScan(vocab))
+    assert len(states) == 3 and states.get(0, StructureRules()) is None and states.get(4, StructureRules()) is not None
+    assert states.get(4, StructureRules(True, 2, None)) is None
+
+
+def test_a_merge_plan_at_the_layout_boundary(tok) -> None:
+    """Paths 2..n starting exactly where the layout resumes are planned from it; starting before, from all ids."""
+    vocab = StructureVocab.from_tokenizer(tok)
+    for _, target in scripted_targets(tok, 8, seed=5):
+        for served in replay(target, vocab, cap=1 << 20):
+            plan = served.plan
+            if plan is None or len(plan.spans) < 2:
+                continue
+            ids = served.call.ids
+            whole = RequestLayout.of(ids, vocab)
+            masked = whole.first_masked(0)
+            for start, exact in ((plan.spans[1][0], True), (plan.spans[1][0] + 1, False)):
+                state = LayoutScan(vocab)
+                state.extend(ids[:start])
+                lay = RequestLayout(state)
+                lay.extend(ids[start:])
+                assert (plan_merge(ids, lay, masked, vocab) == plan) if exact else plan_merge(ids, lay, masked, vocab) is None
+                assert merge_plan(ids, lay, masked, vocab) == plan and isinstance(plan, MergePlan)
+            return
+    raise AssertionError("no merge of two or more paths in the scripted targets")
+
+
+def test_extend_positions_of_a_request(tok) -> None:
+    vocab = StructureVocab.from_tokenizer(tok)
+    _, target = scripted_targets(tok, 1, seed=6)[0]
+    want = layout(target, vocab).positions.tolist()
+    rng = random.Random(0)
+    for _ in range(10):
+        cut, pre = sorted(rng.sample(range(1, len(target)), 2))
+        req = SimpleNamespace(origin_input_ids=target[:cut], output_ids=target[cut:], sampling_params=SimpleNamespace(
+            custom_params=rules_to_params(StructureRules())))
+        if rng.random() < 0.5:  # a layout from an earlier match that starts after `pre`: scanned again from 0
+            state = LayoutScan(vocab)
+            state.extend(target[: pre + 1])
+            setattr(req, LAYOUT, RequestLayout(state))
+        ext = rng.randint(1, len(target) - pre)
+        assert extend_positions(req, pre, ext, vocab) == want[pre : pre + ext]
+        assert getattr(req, OFFSET) == want[pre + ext - 1] - (pre + ext - 1)
+    stub = SimpleNamespace(origin_input_ids=[1], output_ids=[], sampling_params=SimpleNamespace(custom_params=None))
+    assert extend_positions(stub, 0, 3, vocab) is None  # not its tokens: SGLang's positions stay
