@@ -1,5 +1,6 @@
 """The SGLang plugin's pure parts, without a server: which block a merge request closes, which tokens need the
-Multiverse mask, the structure rules on the wire, the version pin, and the scripted processor's table."""
+Multiverse mask, the structure rules on the wire, the version pin, the start-up checks of the server arguments,
+and the scripted processor's table."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,13 @@ from sglang_support import scripted_targets  # noqa: E402
 
 from engine.script import ScriptedProcessor  # noqa: E402
 from engine.sglang.plugin import check_version  # noqa: E402
+from engine.sglang.plugin.checks import (  # noqa: E402
+    SGLANG_VERSION,
+    check_server_args,
+    plugin_wanted,
+    server_args_problems,
+    version_problem,
+)
 from engine.sglang.plugin.script import ScriptedLogits, script_key, script_params  # noqa: E402
 from engine.sglang.plugin.request_layout import RequestLayout  # noqa: E402
 from engine.sglang.plugin.structure import MergePlan, plan_merge, rules_from, rules_to_params  # noqa: E402
@@ -96,3 +104,43 @@ def test_scripted_logits_follow_the_same_table_as_the_engine_script(tok):
             dict(params, __req__=SimpleNamespace(origin_input_ids=[1, 2, 3], output_ids=[4]))]
     out = ScriptedLogits()(torch.zeros(2, len(tok)), rows)
     assert out.argmax(dim=1).tolist() == [want, tok.eos_token_id] and torch.isinf(out).sum() == 2 * (len(tok) - 1)
+
+
+def args(**kw):
+    """The ServerArgs fields the checks read, as a launch would resolve them (tests/test_sglang_startup.py runs
+    the same checks on SGLang's own ServerArgs)."""
+    base = dict(radix_cache_backend="multiverse", page_size=1, attention_backend="fa3", prefill_attention_backend=None,
+                decode_attention_backend=None, dp_size=1, tp_size=1, speculative_algorithm=None,
+                disable_radix_cache=False, enable_hierarchical_cache=False)
+    return SimpleNamespace(**(base | kw))
+
+
+def test_deployments_the_plugin_serves_pass_the_checks():
+    for ok in (args(), args(attention_backend="flashinfer", tp_size=8), args(page_size=None, attention_backend=None),
+               args(radix_cache_backend="radix", dp_size=4, page_size=64)):  # not ours: not our business
+        assert server_args_problems(ok) == []
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(dp_size=2), ["--dp-size 2", "one radix cache", "--tp-size"]),
+    (dict(speculative_algorithm="EAGLE"), ["--speculative-algorithm EAGLE"]),
+    (dict(attention_backend="trtllm_mha", page_size=64), ["--page-size 1 (got 64)", "trtllm_mha", "Blackwell",
+                                                           "--attention-backend flashinfer"]),
+    (dict(attention_backend="trtllm_mha", page_size=None), ["got larger than 1", "trtllm_mha"]),
+    (dict(page_size=16), ["--page-size 1 (got 16)"]),
+    (dict(disable_radix_cache=True), ["--disable-radix-cache"]),
+])
+def test_deployments_the_plugin_cannot_serve_are_refused_by_name(kw, words):
+    problems = server_args_problems(args(**kw))
+    assert len(problems) == 1 and all(w in problems[0] for w in words), problems
+    with pytest.raises(ValueError, match="multiverse"):
+        check_server_args(args(**kw))
+    assert server_args_problems(args(**kw, radix_cache_backend=None), selected=True) == problems
+
+
+def test_a_wrong_version_stops_only_a_server_started_for_multiverse():
+    assert version_problem(SGLANG_VERSION) is None and "found sglang 0.6.0" in version_problem("0.6.0")
+    assert plugin_wanted({"SGLANG_PLUGINS": "other, multiverse"}, [])
+    assert plugin_wanted({}, ["x", "--radix-cache-backend", "multiverse"])
+    assert plugin_wanted({}, ["x", "--radix-cache-backend=multiverse"])
+    assert not plugin_wanted({"SGLANG_PLUGINS": "other"}, ["x", "--radix-cache-backend", "radix"])

@@ -24,6 +24,7 @@ from sglang.srt.mem_cache.radix_cache import RadixKey
 from sglang.srt.mem_cache.registry import TreeCacheBuildContext, create_unified_radix_cache
 from sglang.srt.mem_cache.unified_radix_cache import UnifiedRadixCache
 
+from engine.sglang.plugin.checks import check_server_args
 from engine.sglang.plugin.request_layout import LAYOUT, RequestLayout, ids_between, request_ids
 from engine.sglang.plugin.states import ScanStates
 from engine.sglang.plugin.structure import MergePlan, merge_plan, rules_from, vocab_for
@@ -157,12 +158,10 @@ def copy_kv(kv: Any, target: torch.Tensor, source: torch.Tensor) -> None:
 
 def make_factory() -> Any:
     def factory(ctx: TreeCacheBuildContext) -> Any:
-        args = ctx.server_args
-        if args.page_size != 1:
-            raise ValueError(
-                f"--radix-cache-backend multiverse requires --page-size 1 (got {args.page_size}): a merge hands "
-                "each path its own slots, which a page shared by two paths cannot express"
-            )
+        from engine.sglang.plugin import resolved
+
+        args = resolved(ctx.server_args)
+        check_server_args(args, selected=True)
         if ctx.is_hybrid_swa or ctx.is_hybrid_ssm or ctx.enable_hierarchical_cache or ctx.disable_radix_cache:
             raise ValueError("--radix-cache-backend multiverse supports full-attention models with the radix cache on")
         attrs = {"tokenizer_path": args.tokenizer_path or args.model_path, "states": ScanStates()}
@@ -170,4 +169,3 @@ def make_factory() -> Any:
         return create_unified_radix_cache(ctx, cache_class=cls)
 
     return factory
-
