@@ -10,10 +10,12 @@ One trace shape for every length: 64 top-level blocks over ~128K tokens (nested 
 figure for N tokens averages the calls made while the sequence holds N/2..N tokens, on the first N tokens of
 as many seeds' traces as it takes to see --min-calls calls, so every length sees the same kind of calls.
 
-Prints ONE JSON line: per_call_ms {N: mean ms per call (match_prefix, merge, extend positions, insert)},
-p50_ms, p90_ms, decode_us_per_token (the hook's per-step work), new_tokens (mean tokens a call decodes),
+Prints ONE JSON line: per_call_ms {N: mean ms per call (match_prefix, merge, extend positions, insert)};
+per_call_cold_ms, the same calls with the CPU caches flushed before each step (the stand-in tree and the call's
+ids are O(N) lists that the replay walks between the plugin's steps, so a longer sequence leaves colder caches:
+flushed, every length starts equal and what remains is the plugin's own work); p50_ms, p90_ms, decode_us_per_token (the hook's per-step work), new_tokens (mean tokens a call decodes),
 scanned_tokens (mean tokens the plugin's scan goes over per call: what it costs, free of timing noise),
-whole_scan_ms (the same calls scanning everything), calls, seeds, ratio_32k_1k. Times are this thread's CPU
+whole_scan_ms (the same calls scanning everything), calls, seeds, ratio_32k_1k, cold_ratio_32k_1k. Times are this thread's CPU
 time with Python's garbage collector paused during the replay: on a loaded machine wall time counts other
 processes, and collections triggered by the stand-in tree's allocations would land on whichever plugin call
 allocates next.
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tqdm import tqdm  # noqa: E402
 
 from engine.sglang.plugin.replay import replay  # noqa: E402
+from engine.sglang.plugin.structure import server_vocab  # noqa: E402
 from multiverse.attention import StructureRules, layout  # noqa: E402
 from multiverse.encode import encode_trace  # noqa: E402
 from multiverse.synthetic import SyntheticShape, synthetic_trace  # noqa: E402
@@ -55,6 +58,22 @@ def whole_scan(ids: list[int], vocab: StructureVocab, rules: StructureRules) -> 
     return time.thread_time() - t0
 
 
+def flush(buffer: list[int] = list(range(1 << 21))) -> int:
+    """Read 16 MiB of memory: the CPU caches hold the same nothing before each timed step, at every length."""
+    return sum(buffer[::2])
+
+
+def cold(n: int, args: argparse.Namespace, vocab: StructureVocab, rules: StructureRules, tok) -> float:
+    """Mean ms per call at n/2..n tokens with the caches flushed before each step."""
+    late: list[float] = []
+    seed = 0
+    while len(late) < args.min_calls:
+        ids = nested_trace(seed, tok)[:n]
+        seed += 1
+        late += [s.seconds * 1e3 for s in replay(ids, vocab, rules, args.cap, settle=flush) if len(s.call.ids) > n // 2]
+    return round(statistics.fmean(late), 4)
+
+
 def measure(n: int, args: argparse.Namespace, tok, vocab: StructureVocab, rules: StructureRules) -> dict:
     """Replay the first n tokens of seed after seed until min_calls calls at n/2..n tokens were timed."""
     late, sample, added, scanned, decode_s, seeds = [], [], [], [], 0.0, 0
@@ -75,8 +94,14 @@ def measure(n: int, args: argparse.Namespace, tok, vocab: StructureVocab, rules:
             gc.enable()
     step = max(1, len(sample) // args.whole_sample)
     whole = [whole_scan(c, vocab, rules) * 1e3 for c in sample[::step][: args.whole_sample]]
+    gc.disable()
+    try:
+        cold_ms = cold(n, args, vocab, rules, tok)
+    finally:
+        gc.enable()
     return {
         "per_call_ms": round(statistics.fmean(late), 4),
+        "per_call_cold_ms": cold_ms,
         "p50_ms": round(statistics.median(late), 4),
         "p90_ms": round(statistics.quantiles(late, n=10)[-1], 4),
         "decode_us_per_token": round(decode_s / max(sum(added), 1) * 1e6, 3),
@@ -96,13 +121,14 @@ def main() -> None:
     ap.add_argument("--whole-sample", type=int, default=12, help="calls per length timed with the whole-sequence scan")
     args = ap.parse_args()
     tok = build_tokenizer()
-    vocab, rules = StructureVocab.from_tokenizer(tok), StructureRules()
+    vocab, rules = server_vocab(tok), StructureRules()  # as the server builds it
     out: dict = {"cap": args.cap, "blocks": 64}
     for n in tqdm(args.lengths, desc="lengths"):
         for name, value in measure(n, args, tok, vocab, rules).items():
             out.setdefault(name, {})[str(n)] = value
     if {"1024", "32768"} <= out["per_call_ms"].keys():
         out["ratio_32k_1k"] = round(out["per_call_ms"]["32768"] / out["per_call_ms"]["1024"], 3)
+        out["cold_ratio_32k_1k"] = round(out["per_call_cold_ms"]["32768"] / out["per_call_cold_ms"]["1024"], 3)
     print(json.dumps(out))
 
 

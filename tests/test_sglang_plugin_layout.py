@@ -52,18 +52,18 @@ def test_every_call_gets_the_whole_scan_positions_and_plans(tok, cap: int) -> No
     assert merges >= 20 and calls >= 100
 
 
-def test_a_walk_that_misses_the_match_end_trusts_nothing(tok) -> None:
-    """A state is used only where depths counted from it land on SGLang's match end; else all ids are scanned."""
+def test_a_state_is_used_only_where_its_node_ends(tok) -> None:
+    """A state whose length is not its node's end (as the tree reports it) is never resumed from."""
     vocab = StructureVocab.from_tokenizer(tok)
     _, target = scripted_targets(tok, 1, seed=3)[0]
     tree, states = PrefixTree(), ScanStates()
     node = tree.insert(target[:40])
     states.put(node, StructureRules(), LayoutScan(vocab).copy())  # a wrong state: length 0 at a depth-40 node
-    lay = states.layout(target, node, 40, tree.parent_of, vocab, StructureRules())
+    lay = states.layout(target, node, 40, tree.path_of, vocab, StructureRules())
     assert lay.start == 0 and lay.positions == layout(target, vocab).positions.tolist()
     good = RequestLayout.of(target[:40], vocab).scan
     states.put(node, StructureRules(), good)
-    lay = states.layout(target, node, 40, tree.parent_of, vocab, StructureRules())
+    lay = states.layout(target, node, 40, tree.path_of, vocab, StructureRules())
     assert lay.start == 40 and lay.positions == layout(target, vocab).positions.tolist()[40:]
 
 
@@ -72,8 +72,8 @@ def test_states_are_bounded_and_keyed_by_rules(tok) -> None:
     states = ScanStates(capacity=3)
     for node in range(5):
         states.put(node, StructureRules(), LayoutScan(vocab))
-    assert len(states) == 3 and states.get(0, StructureRules()) is None and states.get(4, StructureRules()) is not None
-    assert states.get(4, StructureRules(True, 2, None)) is None
+    assert len(states) == 3 and states.get(0, StructureRules(), 0) is None and states.get(4, StructureRules(), 0) is not None
+    assert states.get(4, StructureRules(True, 2, None), 0) is None and states.get(4, StructureRules(), 1) is None
 
 
 def test_a_merge_plan_at_the_layout_boundary(tok) -> None:

@@ -111,12 +111,13 @@ def args(**kw):
     the same checks on SGLang's own ServerArgs)."""
     base = dict(radix_cache_backend="multiverse", page_size=1, attention_backend="fa3", prefill_attention_backend=None,
                 decode_attention_backend=None, dp_size=1, tp_size=1, speculative_algorithm=None,
-                disable_radix_cache=False, enable_hierarchical_cache=False)
+                disable_radix_cache=False, enable_hierarchical_cache=False, enable_deterministic_inference=False)
     return SimpleNamespace(**(base | kw))
 
 
 def test_deployments_the_plugin_serves_pass_the_checks():
     for ok in (args(), args(attention_backend="flashinfer", tp_size=8), args(page_size=None, attention_backend=None),
+               args(enable_deterministic_inference=True, attention_backend="triton"),
                args(radix_cache_backend="radix", dp_size=4, page_size=64)):  # not ours: not our business
         assert server_args_problems(ok) == []
 
@@ -129,6 +130,8 @@ def test_deployments_the_plugin_serves_pass_the_checks():
     (dict(attention_backend="trtllm_mha", page_size=None), ["got larger than 1", "trtllm_mha"]),
     (dict(page_size=16), ["--page-size 1 (got 16)"]),
     (dict(disable_radix_cache=True), ["--disable-radix-cache"]),
+    (dict(enable_deterministic_inference=True, attention_backend="flashinfer", disable_radix_cache=True),
+     ["--enable-deterministic-inference", "flashinfer", "triton (Blackwell)"]),
 ])
 def test_deployments_the_plugin_cannot_serve_are_refused_by_name(kw, words):
     problems = server_args_problems(args(**kw))

@@ -12,7 +12,6 @@ Non-strict scans never raise: a block that falls back runs sequentially, a trunc
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -164,7 +163,8 @@ class _Scanner:
 
         def path(p: _Path) -> _Path:
             if id(p) not in paths:
-                state = copy.copy(p.state)
+                state = object.__new__(BranchState)
+                state.__dict__.update(p.state.__dict__)
                 state.outlines = [list(o) for o in state.outlines]
                 paths[id(p)] = _Path(state, p.hidden, p.open_index)
             return paths[id(p)]

@@ -70,24 +70,24 @@ class MultiverseRadixCache(UnifiedRadixCache):
     def _layout(self, req: Any, ids: list[int], result: MatchResult) -> RequestLayout:
         """The request's layout from its matched prefix on (reused while it covers the request's ids)."""
         rules, vocab = rules_from(req.sampling_params.custom_params), vocab_for(self.tokenizer_path)
-        lay = self.states.layout(ids, result.last_device_node, result.device_prefix_len, self._parent_of, vocab, rules,
+        lay = self.states.layout(ids, result.last_device_node, result.device_prefix_len, self._path_of, vocab, rules,
                                  current=getattr(req, LAYOUT, None))
         setattr(req, LAYOUT, lay)
         return lay
 
-    def _parent_of(self, node: Any) -> tuple[Any, int] | None:
-        n = self.tree_core.node_by_id(node)
-        return None if n.parent is None else (n.parent.id, len(n.key))
+    def _path_of(self, node: Any) -> list[tuple[Any, int]]:
+        """(node, end offset) from below the root down to `node`, as the tree reports them."""
+        (path,) = self.tree_core.collect_path_info([node])
+        return [(p.node_id, p.path_end) for p in path]
 
     def checkpoint_into_tree(self, req: Any, *, up_to: int, **kwargs: Any) -> None:
-        """SGLang's insert of a request's KV; then the scan states at its node and at its prompt's node."""
+        """SGLang's insert of a request's KV; then the scan state at the node where it ends."""
         super().checkpoint_into_tree(req, up_to=up_to, **kwargs)
         lay = getattr(req, LAYOUT, None)
         if lay is None or self.disable or getattr(req, REFUSED, False) or getattr(req, "last_node", None) is None:
             return
         try:
-            self.states.keep_inserted(lay, req.last_node, req.kv.cache_protected_len, len(req.origin_input_ids),
-                                      self._parent_of, lambda a, b: ids_between(req, a, b))
+            self.states.keep_inserted(lay, req.last_node, req.kv.cache_protected_len, lambda a, b: ids_between(req, a, b))
         except Exception:  # noqa: BLE001 - states only save time: losing one never fails the server
             log.exception("multiverse scan state of rid %s", req.rid)
 

@@ -17,6 +17,7 @@ BACKEND = "multiverse"  # --radix-cache-backend value
 # attention backends that force a page size other than 1 (SGLang 0.5.23 resolves the page size from them)
 PAGED_BACKENDS = {"trtllm_mha": "Blackwell's default MHA backend", "trtllm_mla": "an MLA backend",
                   "flashmla": "an MLA backend", "cutedsl_mla": "an MLA backend", "hpc_ops": "an HPC-Ops backend"}
+DETERMINISTIC_RADIX = {"fa3", "fa4", "triton", "ascend"}  # backends that keep the radix cache in deterministic mode
 
 
 def version_problem(found: str) -> str | None:
@@ -66,7 +67,14 @@ def server_args_problems(args: Any, selected: bool | None = None) -> list[str]:
             f"--radix-cache-backend {BACKEND} does not support --speculative-algorithm {args.speculative_algorithm}: "
             "draft and verify passes would get positions and visibility the plugin does not lay out"
         )
-    if getattr(args, "disable_radix_cache", False) or getattr(args, "enable_hierarchical_cache", False):
+    deterministic_off = sorted(backends(args) - DETERMINISTIC_RADIX)
+    if getattr(args, "enable_deterministic_inference", False) and deterministic_off:
+        out.append(
+            f"--enable-deterministic-inference turns SGLang's radix cache off with the attention backend "
+            f"{deterministic_off[0]}, and --radix-cache-backend {BACKEND} needs it: pass --attention-backend fa3 "
+            "(Hopper) or triton (Blackwell)"
+        )
+    elif getattr(args, "disable_radix_cache", False) or getattr(args, "enable_hierarchical_cache", False):
         out.append(f"--radix-cache-backend {BACKEND} needs the radix cache on and not hierarchical "
                    "(--disable-radix-cache and --enable-hierarchical-cache are not supported)")
     return out

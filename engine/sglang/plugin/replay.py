@@ -36,9 +36,17 @@ class PrefixTree:
         self.root = _Node(next(self._ids), [], None)
         self.nodes = {self.root.id: self.root}
 
-    def parent_of(self, node: int) -> tuple[int, int] | None:
-        n = self.nodes[node]
-        return None if n.parent is None else (n.parent.id, len(n.key))
+    def path_of(self, node: int) -> list[tuple[int, int]]:
+        """(node, end offset) from below the root down to `node` (SGLang's collect_path_info)."""
+        chain, n = [], self.nodes[node]
+        while n.parent is not None:
+            chain.append(n)
+            n = n.parent
+        out, end = [], 0
+        for n in reversed(chain):
+            end += len(n.key)
+            out.append((n.id, end))
+        return out
 
     def match(self, ids: list[int]) -> tuple[int, int]:
         """(node, depth) of the longest cached prefix of ids; a partly matched node is split there."""
@@ -130,7 +138,7 @@ class ServedCall:
     def match(self, node: int, depth: int) -> MergePlan | None:
         """match_prefix: the request's layout and, for a merge request, its plan (else None)."""
         ids = request_ids(self.req)
-        lay = self.states.layout(ids, node, depth, self.tree.parent_of, self.vocab, self.rules, getattr(self.req, LAYOUT, None))
+        lay = self.states.layout(ids, node, depth, self.tree.path_of, self.vocab, self.rules, getattr(self.req, LAYOUT, None))
         setattr(self.req, LAYOUT, lay)
         masked = lay.first_masked(depth)
         if masked is None:
@@ -157,14 +165,14 @@ class ServedCall:
         return len(self.req.origin_input_ids) + len(self.req.output_ids) - 2 + getattr(self.req, OFFSET)
 
     def finished(self, node: int, depth: int) -> None:
-        """checkpoint_into_tree: the states at the inserted sequence's node and at its prompt's node."""
-        self.states.keep_inserted(getattr(self.req, LAYOUT), node, depth, len(self.req.origin_input_ids),
-                                  self.tree.parent_of, lambda a, b: ids_between(self.req, a, b))
+        """checkpoint_into_tree: the state at the inserted sequence's node."""
+        self.states.keep_inserted(getattr(self.req, LAYOUT), node, depth, lambda a, b: ids_between(self.req, a, b))
 
 
 def replay(target: list[int], vocab: StructureVocab, rules: StructureRules = StructureRules(), cap: int = 256,
-           clock: Callable[[], float] = time.thread_time) -> Iterator[Served]:
-    """Serve every call of `target` through the plugin, one `Served` per call.
+           clock: Callable[[], float] = time.thread_time, settle: Callable[[], object] = lambda: None) -> Iterator[Served]:
+    """Serve every call of `target` through the plugin, one `Served` per call; `settle()` runs before each
+    timed step (e.g. the same cache flush at every length).
 
     Only the plugin's steps are timed; the tree's match (SGLang matches all but the last id, which the extend
     must compute) and insert (the merged node; the sequence when it finishes) stand for SGLang's own work.
@@ -175,15 +183,18 @@ def replay(target: list[int], vocab: StructureVocab, rules: StructureRules = Str
         served = ServedCall(states, tree, vocab, rules, call)
         node, depth = tree.match(call.ids[:-1])
         matched = depth
+        settle()
         t0 = clock()
         plan = served.match(node, depth)
         spent = clock() - t0
         if plan is not None:
             tree.insert(call.ids[: plan.conclusion])
             node, depth = tree.match(call.ids[:-1])
+            settle()
             t0 = clock()
             served.merged(node, depth)
             spent += clock() - t0
+        settle()
         t0 = clock()
         positions = served.extend(depth)
         t1 = clock()
@@ -193,6 +204,7 @@ def replay(target: list[int], vocab: StructureVocab, rules: StructureRules = Str
         seq = call.ids + call.out
         cached = len(seq) - 1 if call.out else len(seq)  # the last decoded token has no KV
         node = tree.insert(seq[:cached])
+        settle()
         t3 = clock()
         served.finished(node, cached)
         t4 = clock()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -24,7 +24,15 @@ def vocab_for(tokenizer_path: str) -> StructureVocab:
     """The structure vocabulary of the served model's tokenizer (loaded once per process)."""
     from transformers import AutoTokenizer
 
-    return StructureVocab.from_tokenizer(AutoTokenizer.from_pretrained(tokenizer_path))
+    return server_vocab(AutoTokenizer.from_pretrained(tokenizer_path))
+
+
+def server_vocab(tokenizer: Any) -> StructureVocab:
+    """The tokenizer's structure vocabulary, its label decoding memoized: every call that scans a `</Goal>`
+    reads the outlines' labels, and the children of one fork scan the same `</Goal>` each."""
+    vocab = StructureVocab.from_tokenizer(tokenizer)
+    decode = lru_cache(maxsize=4096)(lambda ids: vocab.decode(list(ids)))
+    return replace(vocab, decode=lambda ids: decode(tuple(ids)))
 
 
 def rules_from(custom_params: Any) -> StructureRules:
