@@ -73,6 +73,18 @@ class Branch:
             self._table_len = n
         return self._table[:n]
 
+    @property
+    def num_computed(self) -> int:
+        """Leading table entries whose KV exists; the pending tokens follow them."""
+        return len(self.slots) - len(self.pending_ids)
+
+    def computed(self, n: int) -> None:
+        """The forward computed the first n pending tokens (all of them, or a prompt chunk)."""
+        del self.pending_ids[:n]
+        del self.pending_pos[:n]
+        if not self.pending_ids:
+            self.prefill_mask = None
+
     # ------------------------------------------------------------------ KV slots
     def push(self, pool: KVPool, token: int, logprob: float | None) -> None:
         """Append one token already stepped through `state`: a slot, a pending forward, a place in the tree."""

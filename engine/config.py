@@ -19,7 +19,7 @@ class EngineConfig:
     num_pages: int | None = None  # None: computed from kv_memory_fraction; an explicit size wins
     kv_memory_fraction: float | None = None  # share of free memory for KV; None: 0.9 on CUDA, 0.25 of RAM on CPU
     page_size: int = 16
-    max_batch_tokens: int = 4096  # prompt tokens admitted into one forward (a longer prompt runs alone)
+    max_batch_tokens: int = 512  # tokens one forward computes: every decode first, then prompt chunks (chunking.py)
     max_running: int = 64  # requests decoding at the same time
     reserve_pages: int = 4
     admission_skip_limit: int = 16  # times younger requests may be admitted past one that does not fit yet

@@ -1,8 +1,12 @@
 """The model runner: turns the step's rows (branches with pending tokens) into ONE forward of the HF model.
 
-Ownership: the scheduler decides the rows; the runner builds flat tensors [1, T] (ids, explicit positions) and
-the StepMeta the seam reads, runs the base model with the seam active, and applies the LM head only at the
-last pending token of the rows that sample.
+Ownership: the scheduler decides the rows and how many of each row's pending tokens run now (all of them, or
+the first `n` of a prompt being prefilled in chunks); the runner builds flat tensors [1, T] (ids, explicit
+positions) and the StepMeta the seam reads, runs the base model with the seam active, and applies the LM head
+only at the last computed token of the rows that sample.
+
+Token order: rows are grouped by their number of new tokens q (a stable sort, so a group keeps the scheduler's
+order), and the seam runs one attention call per group: decode rows are never padded to a prefill's length.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from engine.attention import StepMeta, register
+from engine.attention import RowGroup, StepMeta, register
 from engine.branch import Branch
 from engine.kv_pool import KVPool
 
@@ -23,77 +27,76 @@ class ModelRunner:
         self.seam = register()
 
     @torch.inference_mode()
-    def forward(self, rows: Sequence[Branch], sample: Sequence[bool]) -> torch.Tensor:
-        """Compute every row's pending tokens; returns float32 logits [num sampling rows, vocab]."""
-        ids, pos, write, last = [], [], [], []
-        for branch in rows:
-            n = len(branch.pending_ids)
-            ids += branch.pending_ids
-            pos += branch.pending_pos
-            write += branch.slots[-n:]
-            last.append(len(ids) - 1)
-        meta = self._meta(rows, write)
-        as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=self.device)  # noqa: E731
+    def forward(self, rows: Sequence[Branch], counts: Sequence[int], sample: Sequence[bool]) -> torch.Tensor:
+        """Compute the first counts[i] pending tokens of every row; returns float32 logits
+        [number of sampling rows, vocab] at each sampling row's last computed token, in `rows` order."""
+        order = sorted(range(len(rows)), key=lambda i: counts[i])  # stable: groups keep the scheduler's order
+        ids, pos, write, groups, last = [], [], [], [], [0] * len(rows)
+        start = 0
+        while start < len(order):
+            q = counts[order[start]]
+            end = start
+            while end < len(order) and counts[order[end]] == q:
+                end += 1
+            members = [rows[i] for i in order[start:end]]
+            groups.append(self._group(members, q, len(ids)))
+            for i, branch in zip(order[start:end], members):
+                done = branch.num_computed  # tokens whose KV exists; the q new ones follow
+                ids += branch.pending_ids[:q]
+                pos += branch.pending_pos[:q]
+                write += branch.slots[done : done + q]
+                last[i] = len(ids) - 1
+            start = end
+        meta = StepMeta(self.pool.k, self.pool.v, self._tensor(write), tuple(groups))
         config = self.model.config
         previous = config._attn_implementation
         config._attn_implementation = self.seam
         try:
             hidden = self.base(
-                input_ids=as_tensor(ids)[None], position_ids=as_tensor(pos)[None], use_cache=False, mv_batch=meta
+                input_ids=self._tensor(ids)[None], position_ids=self._tensor(pos)[None], use_cache=False, mv_batch=meta
             ).last_hidden_state[0]  # [T, hidden]
         finally:
             config._attn_implementation = previous
-        if len(last) == len(ids) and all(sample):  # decode: every token is a row's last and samples
+        picks = [last[i] for i in range(len(rows)) if sample[i]]
+        if picks == list(range(len(ids))):  # decode: every token is a sampling row's last, in order
             return self.lm_head(hidden).float()
-        picks = as_tensor([i for i, s in zip(last, sample) if s])
-        return self.lm_head(hidden[picks]).float()
+        return self.lm_head(hidden[self._tensor(picks)]).float()
 
-    def _meta(self, rows: Sequence[Branch], write: list[int]) -> StepMeta:
+    def _tensor(self, xs: list[int]) -> torch.Tensor:
+        return torch.tensor(xs, dtype=torch.long, device=self.device)
+
+    def _group(self, rows: list[Branch], q: int, start: int) -> RowGroup:
+        """Rows with q new tokens each: their tables up to the last new token, and who sees what."""
         dev = self.device
-        write_slots = torch.tensor(write, dtype=torch.long, device=dev)
-        if len(rows) == 1 and rows[0].contiguous:  # one sequence in one run of slots: causal over a slice
-            lo, hi = rows[0].slots[0], rows[0].slots[-1] + 1
-            causal = None if len(write) == 1 else self._causal(len(write), hi - lo)
-            if rows[0].prefill_mask is not None:
-                causal = rows[0].prefill_mask.to(dev)[None, None]
-            return StepMeta(
-                self.pool.k, self.pool.v, write_slots, key_slots=None, q_index=None, mask=causal, out_index=None, key_range=(lo, hi)
-            )
-        q_lens = [len(b.pending_ids) for b in rows]
-        k_lens = [len(b.slots) for b in rows]
+        k_lens = [b.num_computed + q for b in rows]  # keys of each row this step
         k_max = max(k_lens)
+        if len(rows) == 1 and rows[0].contiguous:  # one run of slots: causal over a slice, no gather
+            lo = rows[0].slots[0]
+            mask = None if q == 1 else self._causal(q, k_max)
+            if rows[0].prefill_mask is not None:
+                mask = rows[0].prefill_mask[k_max - q : k_max, :k_max].to(dev)[None, None]
+            return RowGroup(start, 1, q, None, mask, key_range=(lo, rows[0].slots[k_max - 1] + 1))
         if all(b.contiguous for b in rows):  # each table is one run of slots: no per-row list conversion
             starts = torch.tensor([b.slots[0] for b in rows], device=dev)
             last = self.pool.k.shape[2] - 1  # padding past a row's end is masked; keep it a valid slot
             table = (starts[:, None] + torch.arange(k_max, device=dev)[None, :]).clamp_(max=last)
         else:
-            tables = [b.table() for b in rows]
+            tables = [b.table()[:n] for b, n in zip(rows, k_lens)]
             if min(k_lens) == k_max:  # the paths of one fork advance together: equal lengths, nothing to pad
                 table = torch.stack(tables).to(dev)
             else:
                 table = torch.nn.utils.rnn.pad_sequence(tables, batch_first=True).to(dev)  # pad: slot 0
-        pool_kv = dict(k=self.pool.k, v=self.pool.v, key_slots=table)
-        if max(q_lens) == 1:  # decode: one query per row, it sees its whole table
-            mask = None
-            if min(k_lens) != k_max:
-                mask = (torch.arange(k_max)[None, :] < torch.tensor(k_lens)[:, None])[:, None, None].to(dev)
-            return StepMeta(write_slots=write_slots, q_index=None, mask=mask, out_index=None, **pool_kv)
-        q_len = torch.tensor(q_lens, device=dev)
+        if q == 1 and min(k_lens) == k_max and all(b.prefill_mask is None for b in rows):
+            return RowGroup(start, len(rows), 1, table, None)  # decode: each query sees its whole table
         k_len = torch.tensor(k_lens, device=dev)
-        q_max = max(q_lens)
-        starts = torch.cumsum(q_len, 0) - q_len  # [B] first new token of each row
-        i = torch.arange(q_max, device=dev)
-        last = torch.minimum(i[None, :], q_len[:, None] - 1)  # [B, Qmax] padding repeats the last query
-        q_index = starts[:, None] + last
-        limit = (k_len - q_len)[:, None] + 1 + last  # keys visible to each query: its table up to itself
-        mask = torch.arange(k_max, device=dev)[None, None, :] < limit[:, :, None]  # [B, Qmax, Kmax]
+        i = torch.arange(q, device=dev)
+        limit = (k_len - q)[:, None] + 1 + i[None, :]  # [B, q] keys visible to each query: its table up to itself
+        mask = torch.arange(k_max, device=dev)[None, None, :] < limit[:, :, None]  # [B, q, Kmax]
         for r, branch in enumerate(rows):
-            if branch.prefill_mask is not None:  # a structured prompt: its whole table is new this step
+            if branch.prefill_mask is not None:  # a structured prompt: its table is the prompt (core layout)
                 n = k_lens[r]
-                mask[r, :n, :n] = branch.prefill_mask.to(dev)
-        real = (i[None, :] < q_len[:, None]).reshape(-1)
-        out_index = torch.arange(len(rows) * q_max, device=dev)[real]
-        return StepMeta(write_slots=write_slots, q_index=q_index, mask=mask[:, None], out_index=out_index, **pool_kv)
+                mask[r, :, :n] = branch.prefill_mask[n - q : n, :n].to(dev)
+        return RowGroup(start, len(rows), q, table, mask[:, None])
 
     def _causal(self, q: int, k: int) -> torch.Tensor:
         """[1, 1, q, k]: the last q keys are the queries themselves; each sees everything up to itself."""

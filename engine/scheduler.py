@@ -32,6 +32,7 @@ from engine.kv_pool import KVPool
 from engine.request import Phase, Request, close_open_paths
 from engine.result import RequestOutput, Stats
 from engine.runner import ModelRunner
+from engine.chunking import admission_budget, plan_step
 from engine.sampling import sample
 from engine.stops import StopChecker
 from multiverse.attention import layout
@@ -86,22 +87,25 @@ class Scheduler:
         """Run one engine step; returns the requests that finished in it."""
         finished = self._admit()
         rows = [(r, b) for r in self.running for b in r.branches() if b.pending_ids]
+        counts = plan_step(rows, self.config.max_batch_tokens)
+        rows = [(r, b, n) for (r, b), n in zip(rows, counts) if n]
         if rows:
-            samplers = [(r, b) for r, b in rows if b.status is Status.RUNNING]
+            samplers = [(r, b) for r, b, n in rows if n == len(b.pending_ids) and b.status is Status.RUNNING]
             if self.config.step_delay_s:  # test-only: a slow model (timeouts, bounded SGLang calls)
                 time.sleep(self.config.step_delay_s)
             try:
-                logits = self.runner.forward([b for _, b in rows], [b.status is Status.RUNNING for _, b in rows])
+                logits = self.runner.forward(
+                    [b for _, b, _ in rows], [n for _, _, n in rows],
+                    [n == len(b.pending_ids) and b.status is Status.RUNNING for _, b, n in rows],
+                )
             except Exception as err:
-                failed = list({id(r): r for r, _ in rows}.values())
+                failed = list({id(r): r for r, _, _ in rows}.values())
                 for request in failed:
                     self._fail(request, err)
                 self.running = [r for r in self.running if r.phase is Phase.RUNNING]
                 raise EngineError(f"the forward of a step failed ({len(failed)} requests ended): {err!r}") from err
-            for _, branch in rows:
-                branch.pending_ids.clear()
-                branch.pending_pos.clear()
-                branch.prefill_mask = None
+            for _, branch, n in rows:
+                branch.computed(n)
             choices = sample(logits, [b for _, b in samplers], [r.params for r, _ in samplers], self.vocab.tags.parallel_open)
             for (request, branch), choice in zip(samplers, choices):
                 if request.phase is not Phase.RUNNING:
@@ -149,13 +153,13 @@ class Scheduler:
         """Start waiting requests in order; one that does not fit is skipped (younger ones may pass it) until
         it has been passed `admission_skip_limit` times, then it blocks the queue until it fits."""
         done: list[Request] = []
-        budget = self.config.max_batch_tokens
+        budget = self._admission_budget()
         capacity = self.pool.num_pages - self.config.reserve_pages
         free = self.pool.num_free - self.config.reserve_pages
         blocked: list[Request] = []
         for request in list(self.waiting):
-            if len(self.running) >= self.config.max_running:
-                break
+            if len(self.running) >= self.config.max_running or budget <= 0:
+                break  # a prompt starts only if the step's token budget has room for its first chunk
             n = len(request.prompt_ids)
             need = self.pool.pages_for(n, 0)
             if need > capacity:  # can never fit, whatever finishes: refuse instead of waiting forever
@@ -163,7 +167,7 @@ class Scheduler:
                 self._finish(request, "out_of_memory")
                 done.append(request)
                 continue
-            if need > free or (self.running and n > budget):
+            if need > free:
                 blocked.append(request)
                 if request.num_skips >= self.config.admission_skip_limit:
                     break  # it waited long enough: nothing younger passes it now
@@ -179,6 +183,9 @@ class Scheduler:
                 self._fail(request, err)
                 done.append(request)
         return done
+
+    def _admission_budget(self) -> int:
+        return admission_budget(self.running, self.config.max_batch_tokens)
 
     def _start(self, request: Request) -> None:
         if request.num_preemptions:

@@ -53,6 +53,10 @@ class RemoteScheduler(Scheduler):
                     self._fail(request, err)
         return self._retire(finished)
 
+    def _admission_budget(self) -> int:
+        """The server chunks prompts itself: a fresh budget of prompt tokens every step."""
+        return self.config.max_batch_tokens
+
     def _closes(self, branch: Branch) -> bool:
         """A path whose pending tokens end with its `</Path>`: the server must hold that KV before the merge."""
         return branch.parent is not None and branch.pending_ids[-1:] == [self.vocab.tags.path_close]
