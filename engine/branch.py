@@ -48,6 +48,7 @@ class Branch:
     status: Status = Status.RUNNING
     finish_reason: str | None = None
     end_position: int = -1  # position of its </Path> (children)
+    owed: int = 0  # closing </Path>s its enclosing paths add after its subtree if the request ends (positions.py)
     generator: torch.Generator | None = None
     key: str = ""  # names its random stream: the fork index and label along its ancestry ("" for the root)
     prefix: list[int] = field(default_factory=list)  # DEFERRED: the forced <Path> LABEL ":" it starts with

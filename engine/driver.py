@@ -46,6 +46,7 @@ def _short_enough(text: str, max_chars: int | None) -> str:
 
 class Driver:
     kv: KVPlan | None = None  # the KV pool's size and how it was chosen (None: a remote server owns the memory)
+    max_positions: int | None = None  # the model's position range (a native engine sets it); no request passes it
 
     def __init__(self, tokenizer: Any, config: EngineConfig, vocab: StructureVocab, codec: TextCodec, scheduler: Scheduler) -> None:
         self.tokenizer, self.config, self.vocab, self.codec, self.scheduler = tokenizer, config, vocab, codec, scheduler
@@ -147,6 +148,11 @@ class Driver:
         ids = self.encode_prompt(prompt)
         if not ids:
             raise ValueError("prompt: encodes to no tokens")
+        if self.max_positions is not None and len(ids) >= self.max_positions:
+            raise ValueError(
+                f"prompt: {len(ids)} tokens leave no position for a completion in the model's context of "
+                f"{self.max_positions} positions (max_position_embeddings)"
+            )
         if self.kv is not None and (why := self.kv.refusal(len(ids))):
             raise ValueError(f"prompt: {why}")
         seed = params.seed if params.seed is not None else secrets.randbits(62)

@@ -33,6 +33,7 @@ class NativeEngine(Driver):
         model, tokenizer = _load(model, tokenizer)
         config = EngineConfig.from_options(device=str(device) if device is not None else None, **engine_options)
         self.device = torch.device(config.device) if config.device else next(model.parameters()).device
+        self.max_positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
         self.model = model.to(self.device).eval()
         if config.dtype is not None:
             self.model.to(config.dtype)
@@ -43,7 +44,8 @@ class NativeEngine(Driver):
         log.info("%s", self.kv.describe())  # the start-up line
         codec = TextCodec(tokenizer, keep=vocab.tags.all())  # raw and clean text, incremental decoding
         eos = eos_ids(tokenizer, getattr(model, "generation_config", None))
-        scheduler = Scheduler(ModelRunner(self.model, self.pool, self.device), self.pool, config, vocab, eos, codec)
+        runner = ModelRunner(self.model, self.pool, self.device)
+        scheduler = Scheduler(runner, self.pool, config, vocab, eos, codec, self.max_positions)
         super().__init__(tokenizer, config, vocab, codec, scheduler)
 
 

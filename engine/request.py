@@ -44,6 +44,8 @@ class Request:
     num_merges: int = 0
     max_position: int = -1
     prompt_position: int = -1  # position of the last prompt token (len - 1 unless the prompt holds blocks)
+    position_cap: int = 2**62  # no position of the final ids exceeds it (max_critical_tokens, context)
+    cap_reason: str = "critical_length"  # the finish reason when the cap binds ("length": the model's context)
     fallbacks: list[str] = field(default_factory=list)
     num_preemptions: int = 0
     fork_proposals: int = 0  # <Parallel> drawn (engine/fork_gate.py)
@@ -101,12 +103,8 @@ class Request:
         return max(0, self.max_position - self.prompt_position)
 
     def over_budget(self) -> str | None:
-        if self.num_generated >= self.params.max_new_tokens:
-            return "length"
-        limit = self.params.max_critical_tokens
-        if limit is not None and self.critical_path >= limit:
-            return "critical_length"
-        return None
+        """The cost budget; the position budgets (critical path, context) are kept by engine/positions.py."""
+        return "length" if self.num_generated >= self.params.max_new_tokens else None
 
     # ------------------------------------------------------------------ result
     def build_output(self, codec) -> RequestOutput:  # noqa: ANN001 - engine.detok.TextCodec

@@ -33,6 +33,7 @@ from engine.request import Phase, Request, close_open_paths
 from engine.result import RequestOutput, Stats
 from engine.runner import ModelRunner
 from engine.chunking import admission_budget, plan_step
+from engine.positions import closers, fork_reach, no_room, position_cap, reach, reach_after
 from engine.sampling import sample
 from engine.stops import StopChecker
 from multiverse.attention import layout
@@ -54,8 +55,10 @@ class Scheduler:
         vocab: StructureVocab,
         eos_ids: frozenset[int],
         codec: TextCodec,
+        max_positions: int | None = None,
     ) -> None:
         self.runner, self.pool, self.config, self.vocab = runner, pool, config, vocab
+        self.max_positions = max_positions  # the model's position range (context); None: unbounded
         self.eos_ids, self.codec, self.decode = eos_ids, codec, codec.raw
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
@@ -205,6 +208,9 @@ class Scheduler:
             root.prefill_mask = lay.dense()
         request.prompt_position = root.state.position
         request.max_position = root.state.position
+        request.position_cap, request.cap_reason = position_cap(
+            root.state.position, request.params.max_critical_tokens, self.max_positions
+        )
         self.running.append(request)
 
     def _make_room(self, request: Request, pages: int) -> bool:
@@ -231,8 +237,11 @@ class Scheduler:
 
     # ------------------------------------------------------------------ tokens
     def _on_token(self, request: Request, branch: Branch, token: int, logprob: float) -> None:
-        request.num_generated += 1
         is_eos = token in self.eos_ids and not request.params.ignore_eos
+        if not self._fits(request, branch, self.vocab.tags.path_close if is_eos and branch.parent is not None else token):
+            self._finish(request, request.cap_reason)  # a token past the position cap is not placed
+            return
+        request.num_generated += 1
         if is_eos and branch.parent is not None:
             self._close_path(request, branch, "eos")  # EOS inside a path closes it: forced </Path> replaces it
         else:
@@ -246,8 +255,28 @@ class Scheduler:
                 self._finish(request, "stop")
             elif stop and branch.status is Status.RUNNING:
                 self._close_path(request, branch, "stop")
-        if request.phase is Phase.RUNNING and (reason := request.over_budget()):
+        if request.phase is Phase.RUNNING and (reason := request.over_budget() or self._out_of_room(request, branch)):
             self._finish(request, reason)
+
+    def _fits(self, request: Request, branch: Branch, token: int) -> bool:
+        """Whether placing `token` keeps the request's final positions within its cap (positions.py); a
+        `</Goal>` that forks must fit its children's forced `<Path> LABEL :` too."""
+        tags = self.vocab.tags
+        if token == tags.goal_close:  # rare: once per block
+            trial = replace(branch.state, outlines=[list(o) for o in branch.state.outlines])
+            event = trial.step(token)
+            if isinstance(event, Fork):
+                lengths = [len(fork_prefix_ids(label, self.vocab)) for label in event.labels]
+                return fork_reach(branch, event.goal_position, lengths) <= request.position_cap
+        return reach_after(branch, token, tags) <= request.position_cap
+
+    def _out_of_room(self, request: Request, branch: Branch) -> str | None:
+        """The cap's reason when a branch this token touched (itself, the children it forked, the parent it merged
+        into, a held-back sibling it let start) cannot place one more token: the request ends now, not a step later."""
+        touched = [branch] + (branch.forks[-1][1] if branch.forks else [])
+        if branch.parent is not None:
+            touched += [branch.parent] + branch.parent.forks[-1][1]
+        return request.cap_reason if any(no_room(b, request.position_cap) for b in touched) else None
 
     def _close_path(self, request: Request, branch: Branch, reason: str) -> None:
         """Force </Path> until the branch's scanner ends it (inner sequential paths it opened close first)."""
@@ -308,6 +337,7 @@ class Scheduler:
                 child.generator = request.generator_for(child.key)
                 child.prefix = prefix
                 child.guard = parent.guard.child(label) if parent.guard is not None else None
+                child.owed = parent.owed + closers(parent)
                 if i in held:
                     child.status = Status.DEFERRED
                 else:
@@ -361,12 +391,16 @@ class Scheduler:
         """Parent reads prefix + child 1 + ... + child n (KV as computed); <Conclusion> forced at m + 1."""
         if request.params.merge == "refresh":
             return self._merge_refresh(request, parent, children)
+        m = max(c.end_position for c in children)
+        if m + 1 + closers(parent) + parent.owed > request.position_cap:  # no room for <Conclusion>
+            self._finish(request, request.cap_reason)
+            return
         if not self._make_room(request, self.pool.pages_for(1, children[-1].tail_free)):
             return
         parent.absorb(self.pool, children)
         for child in children:
             child.status = Status.DONE
-        parent.state.merged(max(c.end_position for c in children))
+        parent.state.merged(m)
         parent.status = Status.RUNNING
         request.num_merges += 1
         self._emit(request, Merged(request.request_id, parent.label, tuple(c.label for c in children)))
@@ -375,6 +409,9 @@ class Scheduler:
     def _merge_refresh(self, request: Request, parent: Branch, children: list[Branch]) -> None:
         """merge="refresh" (engine/refresh.py): the children's KV is dropped, the joined paths are re-encoded."""
         tokens = refresh.joined(children)
+        if parent.state.position + len(tokens) + 1 + closers(parent) + parent.owed > request.position_cap:
+            self._finish(request, request.cap_reason)  # the re-encoded paths and <Conclusion> would pass the cap
+            return
         for child in children:  # its last </Path> may still be pending: it is re-encoded, never written to its slot
             child.release(self.pool)
             child.pending_ids.clear()
@@ -408,6 +445,7 @@ class Scheduler:
         self.stops.pop(request.request_id, None)
         try:
             if request.root is not None:
+                request.max_position = max(request.max_position, reach(request.root))  # closing </Path>s included
                 close_open_paths(request.root, self.vocab.tags.path_close, reason)
             request.output = request.build_output(self.codec)
         except Exception as err:  # noqa: BLE001 - a result must exist; say why it is empty
@@ -417,16 +455,17 @@ class Scheduler:
 
     # ------------------------------------------------------------------ events
     def _emit(self, request: Request, event: Event) -> None:
-        """To the request's own sink. A sink that raises is this request's fault (raised to the step's handler),
-        except on Finished: the sink is dropped then, the request is over anyway."""
+        """To the request's own sink. A sink that raises is this request's fault: the error goes to the step's
+        handler, which ends the request, and the sink still gets its one Finished (an error there is ignored,
+        the request is over anyway)."""
         if request.sink is None:
             return
         try:
             request.sink(event)
         except Exception:
-            request.sink = None
             if not isinstance(event, Finished):
                 raise
+            request.sink = None
 
     def _emit_tokens(self, request: Request, branch: Branch, tokens: list[int], forced: bool) -> None:
         if request.sink is not None:  # decode only for a listener

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine.api import MultiverseLM
-from engine.events import BranchOpened, Finished, Tokens
+from engine.events import BranchOpened, Finished, Merged, Tokens
 from engine.params import SamplingParams
 from multiverse.tiny import build_model
 from tests.test_engine_sampling import TRACE, scripted
@@ -147,13 +147,25 @@ def test_a_raising_processor_leaves_the_neighbours_tokens_unchanged(model, tok):
     assert outs[2].stats.num_forks == 1 and lm.pool.num_used == 0
 
 
-def test_a_raising_sink_ends_only_its_request(lm):
+@pytest.mark.parametrize("raise_on", [Tokens, BranchOpened, Merged, Finished])
+def test_a_raising_sink_ends_only_its_request_and_still_gets_one_finished(lm, tok, raise_on):
+    seen = []
+
     def sink(event):
-        if isinstance(event, Tokens):
+        seen.append(event)
+        if isinstance(event, raise_on):
             raise OSError("client gone")
 
-    a = lm.submit("a", SamplingParams(max_new_tokens=10, seed=1, ignore_eos=True), sink)
+    p_ids, params = scripted(tok, "Consider", TRACE)  # forks and merges: every kind of event is emitted
+    a = lm.submit(p_ids, params, sink)
     b = lm.submit("b", SamplingParams(max_new_tokens=10, seed=2, ignore_eos=True))
     run_all(lm)
-    assert a.output.finish_reason == "error" and "client gone" in a.output.error
+    assert [type(e) for e in seen].count(Finished) == 1 and isinstance(seen[-1], Finished)
+    assert seen[-1].output is a.output
+    if raise_on is Finished:  # the request was over: its result stands
+        assert a.output.finish_reason == "stop" and a.output.error is None
+    else:
+        assert a.output.finish_reason == "error" and "client gone" in a.output.error
+        assert sum(isinstance(e, raise_on) for e in seen) == 1  # nothing but Finished after the fault
     assert b.output.finish_reason == "length" and len(b.output.token_ids) == 10
+    assert lm.pool.num_used == 0
