@@ -75,7 +75,7 @@ class ModelRunner:
             mask = None if q == 1 else self._causal(q, k_max)
             if rows[0].prefill_mask is not None:
                 mask = rows[0].prefill_mask[k_max - q : k_max, :k_max].to(dev)[None, None]
-            return RowGroup(start, 1, q, None, mask, key_range=(lo, rows[0].slots[k_max - 1] + 1))
+            return RowGroup(start, 1, q, None, self._additive(mask), key_range=(lo, rows[0].slots[k_max - 1] + 1))
         if all(b.contiguous for b in rows):  # each table is one run of slots: no per-row list conversion
             starts = torch.tensor([b.slots[0] for b in rows], device=dev)
             last = self.pool.k.shape[2] - 1  # padding past a row's end is masked; keep it a valid slot
@@ -96,7 +96,14 @@ class ModelRunner:
             if branch.prefill_mask is not None:  # a structured prompt: its table is the prompt (core layout)
                 n = k_lens[r]
                 mask[r, :, :n] = branch.prefill_mask[n - q : n, :n].to(dev)
-        return RowGroup(start, len(rows), q, table, mask[:, None])
+        return RowGroup(start, len(rows), q, table, self._additive(mask[:, None]))
+
+    def _additive(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """A bool mask as 0 / -inf in the KV dtype, once per step: SDPA would convert it in every layer."""
+        if mask is None:
+            return None
+        dtype = self.pool.k.dtype
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
     def _causal(self, q: int, k: int) -> torch.Tensor:
         """[1, 1, q, k]: the last q keys are the queries themselves; each sees everything up to itself."""
