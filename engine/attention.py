@@ -6,9 +6,10 @@ group of rows attends its own new tokens over its block tables. Because all writ
 a row may read slots written by another row in the same forward (a child reading its parent's `</Goal>`, a parent
 reading its children's last `</Path>` at merge). Called without `mv_batch` (outside the engine) it is plain SDPA.
 
-Rows are grouped by their number of new tokens q (runner.py orders the step's tokens group by group), so no
-query is ever padded: decode rows (q = 1) attend in one call, a prefill chunk of q tokens in its own, and a
-decode row never waits for a prefill's length. Only keys are padded, to the longest table of a group, masked.
+Rows are grouped by their number of new tokens q and the power-of-two class of their key count (runner.py orders
+the step's tokens group by group), so no query is ever padded: decode rows attend in one call per class, a
+prefill chunk of q tokens in its own, and a decode row never waits for a prefill's length. Only keys are padded,
+to the longest table of a group (less than twice its shortest), and masked.
 """
 from __future__ import annotations
 

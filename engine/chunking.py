@@ -3,7 +3,8 @@ then prefill chunks.
 
 Every row that is not prefilling its prompt (a decode, a fork's forced `<Path> LABEL :`, a merge's
 `</Path>` + `<Conclusion>`) computes all of its pending tokens; the prompts being prefilled, oldest first, share
-what remains of the budget, a long prompt taking several steps (chunked prefill). A chunk never samples: only
+what remains of the budget (at least a quarter of it: forked paths are not bounded by `max_running`, so decodes
+alone may fill a step), a long prompt taking several steps (chunked prefill). A chunk never samples: only
 the step that computes a prompt's last token samples its first generated token. The chunks of a prompt see
 exactly the keys the whole prompt would (runner.py masks each chunk up to itself), so tokens and log-probs do not
 depend on the budget beyond float rounding.
@@ -21,11 +22,17 @@ def prefilling(request: Request, branch: Branch) -> bool:
     return branch.parent is None and branch.num_computed < len(request.prompt_ids)
 
 
+def prefill_share(budget: int, decode_tokens: int) -> int:
+    """Prompt tokens a step may compute: what the decodes leave of the budget, and at least a quarter of it, so
+    a prompt progresses even when forked paths alone fill the step (decodes always run, never split)."""
+    return max(budget - decode_tokens, budget // 4, 1)
+
+
 def plan_step(rows: Sequence[tuple[Request, Branch]], budget: int) -> list[int]:
     """Tokens each row computes this step: all pending tokens of every non-prefill row, then prompt chunks in
-    row order from what is left of `budget` (0 for a prompt that must wait for the next step)."""
+    row order from the prefill share (0 for a prompt that must wait for the next step)."""
     counts = [0 if prefilling(r, b) else len(b.pending_ids) for r, b in rows]
-    left = budget - sum(counts)
+    left = prefill_share(budget, sum(counts))
     for i, (r, b) in enumerate(rows):
         if prefilling(r, b) and left > 0:
             counts[i] = min(len(b.pending_ids), left)
@@ -34,6 +41,13 @@ def plan_step(rows: Sequence[tuple[Request, Branch]], budget: int) -> list[int]:
 
 
 def admission_budget(running: Sequence[Request], budget: int) -> int:
-    """Tokens of the step's budget not yet claimed by running requests: a waiting request starts only while this
-    is positive, so every admitted prompt computes at least its first chunk in the step that admits it."""
-    return budget - sum(len(b.pending_ids) for r in running for b in r.branches())
+    """Prompt tokens of the step's share not yet claimed by running requests: a waiting request starts only while
+    this is positive, so every admitted prompt computes at least its first chunk in the step that admits it."""
+    decode = prefill = 0
+    for r in running:
+        for b in r.branches():
+            if prefilling(r, b):
+                prefill += len(b.pending_ids)
+            else:
+                decode += len(b.pending_ids)
+    return prefill_share(budget, decode) - prefill

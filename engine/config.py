@@ -7,6 +7,9 @@ from typing import Any
 import torch
 
 
+DEVICE_BATCH_TOKENS = {"cuda": 2048, "cpu": 128}  # the step budget when none is given; other devices: cuda's
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Memory, batching and structure limits of one engine instance.
@@ -19,7 +22,8 @@ class EngineConfig:
     num_pages: int | None = None  # None: computed from kv_memory_fraction; an explicit size wins
     kv_memory_fraction: float | None = None  # share of free memory for KV; None: 0.9 on CUDA, 0.25 of RAM on CPU
     page_size: int = 16
-    max_batch_tokens: int = 512  # tokens one forward computes: every decode first, then prompt chunks (chunking.py)
+    max_batch_tokens: int | None = None  # tokens one step computes: decodes first, then prompt chunks (chunking.py);
+    # None: DEVICE_BATCH_TOKENS of the device (a chunk of a long prompt then costs a few decode steps, not hundreds)
     max_running: int = 64  # requests decoding at the same time
     reserve_pages: int = 4
     admission_skip_limit: int = 16  # times younger requests may be admitted past one that does not fit yet
@@ -48,6 +52,12 @@ class EngineConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"EngineConfig.{name} must be None or >= 1, got {value}")
+
+    def for_device(self, device: torch.device) -> "EngineConfig":
+        """This config with the device's step budget filled in when none was given."""
+        if self.max_batch_tokens is not None:
+            return self
+        return replace(self, max_batch_tokens=DEVICE_BATCH_TOKENS.get(device.type, DEVICE_BATCH_TOKENS["cuda"]))
 
     @classmethod
     def from_options(cls, **options: Any) -> "EngineConfig":

@@ -33,6 +33,7 @@ class NativeEngine(Driver):
         model, tokenizer = _load(model, tokenizer)
         config = EngineConfig.from_options(device=str(device) if device is not None else None, **engine_options)
         self.device = torch.device(config.device) if config.device else next(model.parameters()).device
+        config = config.for_device(self.device)  # the step budget of this device unless one was given
         self.max_positions = getattr(model.config.get_text_config(), "max_position_embeddings", None)
         self.model = model.to(self.device).eval()
         if config.dtype is not None:

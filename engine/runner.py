@@ -5,8 +5,9 @@ the first `n` of a prompt being prefilled in chunks); the runner builds flat ten
 positions) and the StepMeta the seam reads, runs the base model with the seam active, and applies the LM head
 only at the last computed token of the rows that sample.
 
-Token order: rows are grouped by their number of new tokens q (a stable sort, so a group keeps the scheduler's
-order), and the seam runs one attention call per group: decode rows are never padded to a prefill's length.
+Token order: rows are grouped by their number of new tokens q and the power-of-two class of their key count (a
+stable sort, so a group keeps the scheduler's order), and the seam runs one attention call per group: a decode
+row is never padded to a prefill's length, and short rows are not padded to a long row's keys (at most 2x).
 """
 from __future__ import annotations
 
@@ -30,14 +31,15 @@ class ModelRunner:
     def forward(self, rows: Sequence[Branch], counts: Sequence[int], sample: Sequence[bool]) -> torch.Tensor:
         """Compute the first counts[i] pending tokens of every row; returns float32 logits
         [number of sampling rows, vocab] at each sampling row's last computed token, in `rows` order."""
-        order = sorted(range(len(rows)), key=lambda i: counts[i])  # stable: groups keep the scheduler's order
+        keys = [(n, (b.num_computed + n).bit_length()) for b, n in zip(rows, counts)]  # (queries, key-length class)
+        order = sorted(range(len(rows)), key=lambda i: keys[i])  # stable: a group keeps the scheduler's order
         ids, pos, write, groups, last = [], [], [], [], [0] * len(rows)
         start = 0
         while start < len(order):
-            q = counts[order[start]]
             end = start
-            while end < len(order) and counts[order[end]] == q:
+            while end < len(order) and keys[order[end]] == keys[order[start]]:
                 end += 1
+            q = counts[order[start]]
             members = [rows[i] for i in order[start:end]]
             groups.append(self._group(members, q, len(ids)))
             for i, branch in zip(order[start:end], members):

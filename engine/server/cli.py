@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=None,
                         help="request body cap, answered 413 before the body is read (default: 64 bytes per context "
                         "position, at least 1 MiB)")
+    parser.add_argument("--max-batch-tokens", type=int, default=None,
+                        help="tokens one engine step computes: decodes first, then chunks of prompts "
+                             "(default: 2048 on CUDA, 128 on CPU)")
     parser.add_argument("--shutdown-timeout", type=float, default=10.0,
                         help="seconds running requests may finish after SIGINT/SIGTERM before they are aborted")
     add_backend_arguments(parser)
@@ -83,7 +86,8 @@ def check_args(args: argparse.Namespace) -> None:
                              ("--page-size", args.page_size, 1),
                              ("--max-running", args.max_running, 1), ("--max-paths", args.max_paths, 1),
                              ("--max-depth", args.max_depth, 1), ("--shutdown-timeout", args.shutdown_timeout, 0),
-                             ("--max-waiting", args.max_waiting, 0), ("--max-body-bytes", args.max_body_bytes, 1)]:
+                             ("--max-waiting", args.max_waiting, 0), ("--max-body-bytes", args.max_body_bytes, 1),
+                             ("--max-batch-tokens", args.max_batch_tokens, 1)]:
         if value is not None and value < low:
             raise UsageError(f"{flag} {value}: must be >= {low}")
     from engine.backend import client_options
@@ -103,7 +107,7 @@ def _build(args: argparse.Namespace) -> Any:
 
     options: dict[str, Any] = dict(
         parallel=not args.sequential, max_paths=args.max_paths, max_depth=args.max_depth,
-        page_size=args.page_size, max_running=args.max_running, **kv_options(args),
+        page_size=args.page_size, max_running=args.max_running, max_batch_tokens=args.max_batch_tokens, **kv_options(args),
         dtype=None if args.dtype == "auto" else getattr(torch, args.dtype),
         step_delay_s=_step_delay(),
     )

@@ -54,8 +54,8 @@ class RemoteScheduler(Scheduler):
         return self._retire(finished)
 
     def _admission_budget(self) -> int:
-        """The server chunks prompts itself: a fresh budget of prompt tokens every step."""
-        return self.config.max_batch_tokens
+        """The server chunks prompts itself: a fresh budget of prompt tokens every step (none given: 4096)."""
+        return self.config.max_batch_tokens or 4096
 
     def _closes(self, branch: Branch) -> bool:
         """A path whose pending tokens end with its `</Path>`: the server must hold that KV before the merge."""
