@@ -1,11 +1,11 @@
 """The step's token budget (`EngineConfig.max_batch_tokens`), as vLLM and SGLang schedule it: decodes first,
 then prefill chunks.
 
-Every row that is not prefilling its prompt (a decode, a fork's forced `<Path> LABEL :`, a merge's
-`</Path>` + `<Conclusion>`) computes all of its pending tokens; the prompts being prefilled, oldest first, share
+Every row that is not a prefill (a decode, a fork's forced `<Path> LABEL :`, a merge's `</Path>` +
+`<Conclusion>`) computes all of its pending tokens; the prefills (prompts, merge="refresh" re-encodings), oldest first, share
 what remains of the budget (at least a quarter of it: forked paths are not bounded by `max_running`, so decodes
 alone may fill a step), a long prompt taking several steps (chunked prefill). A chunk never samples: only
-the step that computes a prompt's last token samples its first generated token. The chunks of a prompt see
+the step that computes a prefill's last token samples from it. The chunks of a prompt see
 exactly the keys the whole prompt would (runner.py masks each chunk up to itself), so tokens and log-probs do not
 depend on the budget beyond float rounding.
 """
@@ -13,13 +13,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.branch import Branch
+from engine.branch import Branch, Status
 from engine.request import Request
 
 
+FORCED_MAX = 16  # a fork's forced `<Path> LABEL :` is shorter: it runs whole, as a decode does
+
+
 def prefilling(request: Request, branch: Branch) -> bool:
-    """Whether the branch's pending tokens are (the rest of) its request's prompt."""
-    return branch.parent is None and branch.num_computed < len(request.prompt_ids)
+    """Whether the branch's pending tokens are a prefill that may be split: the rest of its request's prompt, or
+    more than FORCED_MAX of them in a running branch (a merge="refresh" re-encoding of the joined paths). Only
+    a running branch reads its own pending tokens; a forking parent's `</Goal>` and a closing path's `</Path>`,
+    which other rows read in the same forward, are pending in a waiting or closing branch and run whole."""
+    if branch.status is not Status.RUNNING:
+        return False
+    in_prompt = branch.parent is None and branch.num_computed < len(request.prompt_ids)
+    return in_prompt or len(branch.pending_ids) > FORCED_MAX
 
 
 def prefill_share(budget: int, decode_tokens: int) -> int:
