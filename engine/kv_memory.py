@@ -95,7 +95,10 @@ def activation_headroom(model_config: Any, config: EngineConfig, dtype: torch.dt
     inner = getattr(mc, "intermediate_size", None) or 4 * hidden
     per_token = (6 * hidden + 3 * inner) * dtype.itemsize
     logits = config.max_running * mc.vocab_size * 4 * 3
-    return max(MIN_HEADROOM, config.max_batch_tokens * per_token + logits)
+    from engine.config import DEVICE_BATCH_TOKENS  # config.py imports this module
+
+    tokens = config.max_batch_tokens or max(DEVICE_BATCH_TOKENS.values())  # not yet resolved for a device: the largest
+    return max(MIN_HEADROOM, tokens * per_token + logits)
 
 
 def available_memory(device: torch.device) -> int:

@@ -79,7 +79,7 @@ def test_a_size_that_does_not_fit_in_memory_is_refused(model, tok):
                        r"allows \([\d.]+ GiB free on cpu after the weights.*lower num_pages \(--num-pages\)"):
         MultiverseLM(model, tok, num_pages=10**9)
     with pytest.raises(ValueError, match=r"would get 0 pages .* raise kv_memory_fraction"):
-        plan_kv(qwen25_05b(), torch.float32, EngineConfig(), CPU, available=300 << 20)  # less than the headroom
+        plan_kv(qwen25_05b(), torch.float32, EngineConfig(), CPU, available=200 << 20)  # < MIN_HEADROOM
     with pytest.raises(ValueError, match=r"kv_memory_fraction must be in \(0, 1\], got 1.5"):
         MultiverseLM(model, tok, kv_memory_fraction=1.5)
 
