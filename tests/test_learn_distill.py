@@ -16,7 +16,7 @@ from training.config import Config, DataConfig, ModelConfig, PromptConfig, Train
 from training.distill.config import DistillConfig, RoundsConfig
 from training.distill.keep import kept_rows
 from training.distill.run import distill
-from training.judge import judge
+from training.judge import RewardConfig, judge
 from training.rollouts import Question, Rollout, SamplingConfig, TaskConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -54,6 +54,19 @@ def test_kept_rows_are_correct_valid_and_the_shortest_critical_path_per_question
     assert row["deepseek_thinking_trajectory_parallel"] == f"<Think>\n{block.trace}\n</Think>"
     assert row["provenance"] == {"round": 3, "sample": 2, "seed": 1002, "critical_path": 120, "generated_tokens": 300,
                                  "parallelism": 2.5, "forks": 1, "candidates": 3, "model": "runs/x"}
+
+
+def test_a_step_check_drops_answers_right_by_luck() -> None:
+    block = independent([((83, 5),), ((58, 5),)])  # A = 3, B = 3: answer 6
+    q = Question(Problem("1", block.question, "6", "word"), 0, True)
+    lucky = block.trace.replace("83-5=78", "83-4=79", 1)  # a wrong divisor, the right total anyway
+    group = [_rollout(q, 0, block.trace, "6", 120, 300), _rollout(q, 1, lucky, "6", 100, 300)]
+    loose = [judge(r) for r in group]
+    strict = [judge(r, RewardConfig(steps="remainders")) for r in group]
+    assert [v.correct for v in loose] == [True, True] and [v.correct for v in strict] == [True, False]
+    assert "subtracts 4" in strict[1].steps
+    assert kept_rows([group], [loose], 1, "m", "\n\nAnswer: ")[0]["provenance"]["sample"] == 1  # the shorter, by luck
+    assert kept_rows([group], [strict], 1, "m", "\n\nAnswer: ")[0]["provenance"]["sample"] == 0
 
 
 def test_kept_rows_feed_the_sft_trainer(tmp_path) -> None:

@@ -1,6 +1,7 @@
 """Judging a rollout: correct (the evaluation's grader), structurally valid, and its reward parts.
 
-    correct      multiverse.evaluation.grading.is_correct on the text (the grader `multiverse eval` uses)
+    correct      multiverse.evaluation.grading.is_correct on the text (the grader `multiverse eval` uses), and,
+                 with `steps: remainders`, every step true (multiverse/demo/verify.py: no answer right by luck)
     valid        the decoding stopped by itself (finish "stop"), no block fell back to sequential decoding
                  (SPEC §6), the text parses as Multiverse structure, and it holds exactly one answer line
     reward       correct * w_correct                                          (correctness)
@@ -14,6 +15,7 @@ never worth more than a right slow one while clip < w_correct.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from multiverse.evaluation.grading import is_correct
 from multiverse.structure import StructureError, parse
@@ -27,6 +29,7 @@ class RewardConfig:
     acceleration_clip: float = 0.5  # the bonus never exceeds this
     format: float = 0.1  # reward of a structurally valid answer
     answer_prefix: str = "\n\nAnswer: "  # the line a valid answer holds exactly once
+    steps: str = "none"  # none: the final answer decides | remainders: every subtraction and stated value true too
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class Verdict:
     valid: bool
     why: str  # "" when valid, else the first reason it is not
     predicted: str | None
+    steps: str = ""  # with a step check: why the reasoning is false ("" when true or unchecked)
 
 
 @dataclass(frozen=True)
@@ -63,10 +67,23 @@ def structure_problem(r: Rollout, answer_prefix: str) -> str:
     return ""
 
 
-def judge(r: Rollout, answer_prefix: str = RewardConfig.answer_prefix) -> Verdict:
+def step_check(name: str) -> Callable[[str, str], str] | None:
+    """reward.steps -> (question, text) -> why the steps are false ("" when true); None for "none"."""
+    if name == "none":
+        return None
+    if name == "remainders":
+        from multiverse.demo.verify import steps_problem
+
+        return steps_problem
+    raise ValueError(f"reward.steps must be none or remainders, got {name!r}")
+
+
+def judge(r: Rollout, cfg: RewardConfig = RewardConfig()) -> Verdict:
     correct, predicted = is_correct(r.question.problem, r.text)
-    why = structure_problem(r, answer_prefix)
-    return Verdict(bool(correct), not why, why, predicted)
+    why = structure_problem(r, cfg.answer_prefix)
+    check = step_check(cfg.steps)
+    steps = check(r.question.problem.question, r.text) if check is not None and correct else ""
+    return Verdict(bool(correct) and not steps, not why, why, predicted, steps)
 
 
 def acceleration(r: Rollout) -> float:

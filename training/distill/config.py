@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from multiverse.config_io import ConfigError, check_at_least, load
+from multiverse.config_io import ConfigError, check_at_least, check_choice, load
 from training.config import Config, ModelConfig
 from training.judge import RewardConfig
 from training.rollouts import SamplingConfig, TaskConfig, check_sources
@@ -38,6 +38,7 @@ class DistillConfig:
 
     def validate(self) -> "DistillConfig":
         check_sources(self.model.name_or_path, self.data, "round 1 samples from")
+        check_choice("reward.steps", self.reward.steps, ("none", "remainders"))
         check_at_least(self, ("distill.rounds", "distill.batch_questions", "sampling.samples"), 1)
         if self.sft.train.mode != "multiverse":
             raise ConfigError("sft.train.mode must be multiverse (the kept rows are Multiverse traces)", "sft.train.mode")

@@ -34,7 +34,7 @@ def sample_round(cfg: DistillConfig, n: int, model: str) -> tuple[list[dict[str,
     for i in tqdm(range(0, len(questions), step), desc=f"round {n}: sampling", unit="batch"):
         for group in rollouts.sample(lm, questions[i: i + step], cfg.sampling, cfg.distill.seed, "distill", n):
             groups.append(group)
-            verdicts.append([judge(r, cfg.reward.answer_prefix) for r in group])
+            verdicts.append([judge(r, cfg.reward) for r in group])
     lm.close()
     rows = kept_rows(groups, verdicts, n, model, cfg.reward.answer_prefix)
     flat = [(r, v) for g, vs in zip(groups, verdicts) for r, v in zip(g, vs)]
@@ -46,6 +46,7 @@ def sample_round(cfg: DistillConfig, n: int, model: str) -> tuple[list[dict[str,
         "kept_forked_fraction": round(sum(kept_forked) / max(1, len(rows)), 4),
         "sampled_forked_fraction": round(sum(r.forks > 0 for r, _ in flat) / max(1, len(flat)), 4),
         "kept_mean_critical_path": round(sum(row["provenance"]["critical_path"] for row in rows) / max(1, len(rows)), 2),
+        "right_by_luck": sum(bool(v.steps) for _, v in flat),  # right answer, false steps (reward.steps)
         "invalid_reasons": _reasons([v.why for _, v in flat if not v.valid]),
     }
     return rows, summary

@@ -39,6 +39,7 @@ class RLConfig:
 
     def validate(self) -> "RLConfig":
         check_sources(self.model.name_or_path, self.data, "RL starts from")
+        check_choice("reward.steps", self.reward.steps, ("none", "remainders"))
         check_choice("policy.advantage", self.policy.advantage, ("normalized", "centered"))
         check_choice("policy.backend", self.policy.backend, ("native",))  # SGLang: training/README.md, at scale
         check_choice("train.mode", self.train.mode, ("multiverse",))

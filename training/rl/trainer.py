@@ -59,7 +59,7 @@ class RLTrainer(MultiverseTrainer):
         start = time.perf_counter()
         groups = self.rollouts(inputs["index"].tolist())
         flat = [r for g in groups for r in g]
-        verdicts = [judge(r, self.rl.reward.answer_prefix) for r in flat]
+        verdicts = [judge(r, self.rl.reward) for r in flat]
         parts = [reward(r, v, self.rl.reward) for r, v in zip(flat, verdicts)]
         k = self.rl.sampling.samples
         totals = torch.tensor([p.total for p in parts], dtype=torch.float32).view(len(groups), k)
