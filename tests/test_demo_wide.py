@@ -109,3 +109,31 @@ def test_reproduce_prepares_the_wide_under_parallel_start(tmp_path) -> None:
     assert any(r["written_parallel"] for r in tune) and any(not r["written_parallel"] and not r["dependent"] for r in tune)
     with pytest.raises(ValueError, match="edges"):
         wide_held_out_rows(100, set())
+
+
+def test_the_learning_chain_commands_use_real_flags_and_configs(tmp_path) -> None:
+    import argparse
+    import shlex
+
+    from multiverse.demo.learn_chain import stage_commands
+    from multiverse.evaluation.cli import add_arguments as eval_arguments
+    from training.cli import add_arguments as train_arguments, overrides
+    from training.distill.config import load_distill_config
+    from training.rl.config import load_rl_config
+
+    stages = stage_commands(str(tmp_path / "wide"), rounds=2, rl_steps=40)
+    assert list(stages) == ["start", "full", "distill", "rl", "no_bonus", "eval"]
+    train, ev = argparse.ArgumentParser(), argparse.ArgumentParser()
+    train_arguments(train)
+    eval_arguments(ev)
+    for name in ("distill", "rl", "no_bonus"):
+        args = train.parse_args(shlex.split(stages[name][0])[2:])
+        load = load_distill_config if args.stage == "distill" else load_rl_config
+        cfg = load(args.config, overrides(args))  # the shipped config with the chain's overrides is valid
+        assert cfg.data.tasks == str(tmp_path / "wide" / "finetune.jsonl")
+    no_bonus = load_rl_config(*(lambda a: (a.config, overrides(a)))(train.parse_args(shlex.split(stages["no_bonus"][0])[2:])))
+    assert no_bonus.reward.acceleration == 0 and no_bonus.train.max_steps == 10
+    assert no_bonus.model.name_or_path == str(tmp_path / "wide" / "rl")
+    for command in stages["eval"]:
+        args = ev.parse_args(shlex.split(command)[2:])
+        assert args.tasks == str(tmp_path / "wide" / "heldout.jsonl") and args.temperature == 0

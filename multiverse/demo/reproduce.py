@@ -41,6 +41,7 @@ RUNS = {
 PAIR = ("multiverse", "autoregressive")
 BASE_STEPS = 3600  # the fine-tunes take the config's max_steps
 HELD_OUT_FIELDS = "question=question,answer=deepseek_attempt"
+SHAPE_SETTINGS = {"default": (), "wide": ("data.block_size=1536",)}  # wide traces reach 1,152 tokens (1% past 1,024)
 FINE_TUNE_SHARE_SEED = 3  # which forkable fine-tuning rows keep their block under --parallel-share  # `multiverse eval --field` for heldout.jsonl
 
 
@@ -79,17 +80,18 @@ def write_init(out: str, train: list[dict], hidden: int, layers: int) -> str:
     return init
 
 
-def train_command(name: str, out: str, steps: int | None, threads: int) -> list[str]:
-    """The `multiverse train` command line of one run into out/<name>."""
+def train_command(name: str, out: str, steps: int | None, threads: int, extra: tuple[str, ...] = ()) -> list[str]:
+    """The `multiverse train` command line of one run into out/<name> (`extra`: more `--set` items)."""
     flags, start, rows = RUNS[name]
     cmd = [sys.executable, "-m", "multiverse.cli", "train", "--config", CONFIG, *flags, "--threads", str(threads),
            "--set", f"model.name_or_path={os.path.join(out, start)}",
            "--set", f"data.multiverse={os.path.join(out, rows)}",
-           "--set", f"train.output_dir={os.path.join(out, name)}"]
+           "--set", f"train.output_dir={os.path.join(out, name)}", *(a for item in extra for a in ("--set", item))]
     return cmd + (["--max-steps", str(steps)] if steps is not None else [])
 
 
-def train_runs(names: list[str], out: str, steps: int | None, threads: int, jobs: int) -> list[dict]:
+def train_runs(names: list[str], out: str, steps: int | None, threads: int, jobs: int,
+               extra: tuple[str, ...] = ()) -> list[dict]:
     """Train `names` as child processes, `jobs` at a time (each with `threads` torch threads); their wall times.
     A run that fails stops the rest and raises."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -97,7 +99,7 @@ def train_runs(names: list[str], out: str, steps: int | None, threads: int, jobs
     while pending or running:
         while pending and len(running) < jobs:
             name = pending.pop(0)
-            running.append((name, time.perf_counter(), subprocess.Popen(train_command(name, out, steps, threads), env=env)))
+            running.append((name, time.perf_counter(), subprocess.Popen(train_command(name, out, steps, threads, extra), env=env)))
         finished = [r for r in running if r[2].poll() is not None]
         if not finished:
             time.sleep(1.0)  # bounded by the children: each run ends at its max_steps
@@ -202,10 +204,11 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps({"out": args.out, "init": init, "rows": args.rows, "held_out": args.held_out}))
     if not args.prepare_only:
         if args.only in (None, "base"):  # alone, on all the cores the pair will use
-            for run in train_runs(["base"], args.out, args.base_steps, args.threads * args.jobs, 1):
+            for run in train_runs(["base"], args.out, args.base_steps, args.threads * args.jobs, 1, SHAPE_SETTINGS[args.shape]):
                 print(json.dumps(run))
         if args.only != "base":
-            for run in train_runs([args.only] if args.only else list(PAIR), args.out, args.steps, args.threads, args.jobs):
+            for run in train_runs([args.only] if args.only else list(PAIR), args.out, args.steps, args.threads, args.jobs,
+                                  SHAPE_SETTINGS[args.shape]):
                 print(json.dumps(run))
         if args.install:
             print(json.dumps({"installed": install(args.out)}))
