@@ -71,6 +71,11 @@ def build_trainer(cfg: RLConfig, run_fp: dict[str, Any] | None = None) -> Any:
 def train_rl(cfg: RLConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Run the RL stage (extra Trainer `callbacks` too); returns {"output_dir", "global_step", "log_history", "curves"}."""
     trainer = build_trainer(cfg)
+    if trainer.accelerator.num_processes > 1:  # each rank's native engine would decode a shard of the weights
+        from multiverse.config_io import ConfigError
+
+        raise ConfigError("the RL stage runs in one process (the native engine decodes the full weights it trains); "
+                          "multi-GPU rollouts are the SGLang design in training/README.md, not built yet")
     for callback in callbacks:
         trainer.add_callback(callback)
     run_fp = trainer.run_fingerprint
