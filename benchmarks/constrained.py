@@ -2,7 +2,8 @@
 
 Two models: a random tiny model (max_depth 1, so a budget never cuts a nested goal, which the engine closes
 with a bare </Path>) and the shipped model on off-task prompts (nesting as the model likes). Validity: the core's
-parser on the final text with what the budget left open closed (multiverse.evaluation.analysis.prefix_validity).
+parser on the final text with what the budget left open closed, after the prompt when the prompt opened a block
+(multiverse.evaluation.analysis.continuation_validity).
 Prints ONE JSON line.
 
     python benchmarks/constrained.py [--n 2000] [--batch 50] [--max-new-tokens 300]
@@ -24,7 +25,7 @@ from tqdm import tqdm  # noqa: E402
 from engine.api import MultiverseLM  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
 from multiverse.demo import DEFAULT_MODEL  # noqa: E402
-from multiverse.evaluation.analysis import prefix_validity  # noqa: E402
+from multiverse.evaluation.analysis import continuation_validity  # noqa: E402
 from multiverse.evaluation.grading import special_tokens  # noqa: E402
 from multiverse.tiny import build_model, build_tokenizer  # noqa: E402
 
@@ -42,7 +43,8 @@ def count(lm, prompts: list, n: int, batch: int, budget: int, structure: str, ma
                            [SamplingParams(max_new_tokens=budget, temperature=1.5, seed=s, structure=structure,
                                            max_depth=max_depth) for s in seeds])
         for o in outs:
-            bad += not prefix_validity(o.raw_text, specials).valid
+            prompt = lm.tokenizer.decode(o.prompt_token_ids, skip_special_tokens=False)
+            bad += not continuation_validity(prompt, o.raw_text, specials).valid
             reasons[o.finish_reason] += 1
             forks += o.stats.num_forks
     return {"n": n, "invalid": bad, "finish_reasons": dict(reasons), "forks": forks, "wall_s": round(time.perf_counter() - start, 1)}

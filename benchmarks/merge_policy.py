@@ -104,6 +104,7 @@ def heatmap(cos: torch.Tensor, path: str, labels: list[str]) -> None:
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
     ax.set_yticks(range(cos.shape[0]), ["emb"] + [str(i) for i in range(1, cos.shape[0])])
     ax.set_ylabel("layer")
+    ax.set_xlabel("token from <Conclusion> on (labels: the first question's)", fontsize=8)
     ax.set_title("cosine similarity of hidden states after the merge: reuse vs refresh (mean over questions)", fontsize=9)
     fig.colorbar(im, ax=ax)
     fig.tight_layout()

@@ -12,7 +12,7 @@ from engine.params import SamplingParams
 from engine.structure_mask import Phase, StructureGuard
 from multiverse.attention.scanner import StructureRules
 from multiverse.demo import DEFAULT_MODEL
-from multiverse.evaluation.analysis import prefix_validity
+from multiverse.evaluation.analysis import continuation_validity
 from multiverse.evaluation.grading import special_tokens
 from multiverse.evaluation.protocol import EvalConfig
 from multiverse.evaluation.runner import build_prompt
@@ -21,12 +21,13 @@ from multiverse.tags import StructureVocab
 from multiverse.tiny import build_model
 
 OFF_TASK = ["Write a poem about the sea.", "asdf qwer zxcv", "What is the capital of France?", "<Path>", "1: 2: 3:",
-            "Let A = 5. Compute nothing at all and stop.", "</Parallel></Goal>", "Tell me a story in parallel."]
+            "Let A = 5. Compute nothing at all and stop.", "</Parallel></Goal>", "<Parallel><Goal>"]
 
 
 def invalid(outs, tok) -> list[str]:
     specials = special_tokens(tok)
-    return [o.raw_text for o in outs if not prefix_validity(o.raw_text, specials).valid]
+    prompt = lambda o: tok.decode(o.prompt_token_ids, skip_special_tokens=False)  # noqa: E731
+    return [o.raw_text for o in outs if not continuation_validity(prompt(o), o.raw_text, specials).valid]
 
 
 def test_guard_forces_labels_and_bans_stray_tags(tok):

@@ -98,3 +98,12 @@ def prefix_validity(raw_text: str, specials: tuple[str, ...] = ()) -> Validity:
     """`validity` of the text with what a budget left open closed (`closing_suffix`): a structure cut short
     is valid when it is the beginning of a valid one."""
     return validity(raw_text + closing_suffix(raw_text), specials)
+
+
+def continuation_validity(prompt_text: str, raw_text: str, specials: tuple[str, ...] = ()) -> Validity:
+    """`prefix_validity` of a generation that may continue a structure its prompt opened ("<Parallel><Goal>"):
+    judged with the prompt when the prompt is a valid beginning that leaves something open, else alone (a
+    prompt with stray tags opens nothing the generation could continue)."""
+    if closing_suffix(prompt_text) and prefix_validity(prompt_text, specials).valid:
+        return prefix_validity(prompt_text + raw_text, specials)
+    return prefix_validity(raw_text, specials)

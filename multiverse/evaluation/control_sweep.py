@@ -90,6 +90,7 @@ def plot(rows: Sequence[dict[str, Any]], out_dir: str) -> str:
         ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, label=task)
         for xi, yi, r in zip(x, y, mine):
             ax.annotate(f"{r['value']}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.margins(x=0.12, y=0.08)
     ax.set_xlabel("degree of parallelism (generated tokens / critical path)")
     ax.set_ylabel("accuracy (95% CI)")
     ax.set_title(f"sweep of {name}")
