@@ -1,0 +1,127 @@
+"""The plugin under load, against a REAL SGLang 0.5.23 server (marker `sglang`; skipped unless MV_SGLANG_VENV
+names a venv made by ../shared/tools/sglang-cpu/install.sh with this checkout installed in it).
+
+- 32 task questions and 8 scripted nested requests at once on one server: every request token-identical to
+  the native engine, every merge exact (1 token prefilled: the forced <Conclusion>).
+- A KV pool too small for the work in flight (--max-total-tokens 1024): children are evicted before their
+  merges, the plugin refuses those merges visibly, the client re-issues them, and every request still ends
+  token-identical to native with every merge that went through exact.
+Figures of each run go to stdout (`-s`) and to $MV_SGLANG_BUSY_REPORT (default /tmp/sglang-busy.json).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from sglang_support import SGLangServer, scripted_targets  # noqa: E402
+
+from engine.api import MultiverseLM  # noqa: E402
+from engine.params import SamplingParams  # noqa: E402
+from engine.script import ScriptedProcessor  # noqa: E402
+from engine.sglang.plugin.script import script_params  # noqa: E402
+from multiverse.demo import DEFAULT_MODEL  # noqa: E402
+from multiverse.demo.remainders import held_out_rows  # noqa: E402
+
+VENV = os.environ.get("MV_SGLANG_VENV")
+pytestmark = [
+    pytest.mark.sglang,
+    pytest.mark.skipif(not VENV or not Path(VENV, "bin", "python").exists(), reason="MV_SGLANG_VENV is not a venv"),
+    pytest.mark.timeout(3600),
+]
+REPORT = Path(os.environ.get("MV_SGLANG_BUSY_REPORT", "/tmp/sglang-busy.json"))
+
+
+def report(name: str, **figures) -> None:
+    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
+    data[name] = figures
+    REPORT.write_text(json.dumps(data, indent=1) + "\n")
+    print(name, json.dumps(figures))
+
+
+def server(tmp_path_factory, name: str, *extra: str):
+    s = SGLangServer(VENV, str(DEFAULT_MODEL), True, tmp_path_factory.mktemp("sglang") / f"{name}.log", extra)
+    try:
+        s.wait()
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def native():
+    return MultiverseLM(str(DEFAULT_MODEL))
+
+
+@pytest.fixture
+def roomy(tmp_path_factory):
+    yield from server(tmp_path_factory, "roomy")
+
+
+@pytest.fixture
+def cramped(tmp_path_factory):
+    yield from server(tmp_path_factory, "cramped", "--max-total-tokens", "1024")
+
+
+def scripted_jobs(tok, n: int, seed: int):
+    """Prompts, native params (the script as a logits processor) and the server-side scripts of n targets."""
+    targets = scripted_targets(tok, n, seed=seed, nest=0.5)
+    native = [SamplingParams(temperature=0, max_new_tokens=2000, logits_processors=[ScriptedProcessor(t, len(p), tok)])
+              for p, t in targets]
+    return [p for p, _ in targets], native, [script_params(t, len(p), tok) for p, t in targets], targets
+
+
+def run_both(native_lm, url: str, prompts, native_params, client_params, processors):
+    want = native_lm.generate(prompts, native_params)
+    lm = MultiverseLM(str(DEFAULT_MODEL), backend="sglang", url=url)
+    try:
+        t0 = time.monotonic()
+        got = lm.generate(prompts, client_params, server_processors=processors)
+        wall = time.monotonic() - t0
+    finally:
+        lm.close()
+    assert lm.server.name == "plugin"
+    return want, got, wall
+
+
+def test_forty_requests_at_once_identical_to_native(roomy, native):
+    tok = native.tokenizer
+    questions = [[{"role": "user", "content": row["question"]}] for row in held_out_rows(32)]
+    task = SamplingParams(temperature=0, max_new_tokens=800)
+    s_prompts, s_native, s_procs, targets = scripted_jobs(tok, 8, seed=9)
+    prompts = questions + s_prompts
+    client = [task] * 32 + [SamplingParams(temperature=0, max_new_tokens=2000)] * 8
+    want, got, wall = run_both(native, roomy.url, prompts, [task] * 32 + s_native, client, [None] * 32 + s_procs)
+    for i, (a, b) in enumerate(zip(want, got)):
+        assert b.token_ids == a.token_ids and b.finish_reason == a.finish_reason, i
+        assert b.stats.num_merges == a.stats.num_merges and b.stats.merges_exact == b.stats.num_merges, i
+        assert b.stats.merge_prefill_tokens == [1] * b.stats.num_merges, (i, b.stats.merge_prefill_tokens)
+    for a, (_, t) in zip(want[32:], targets):
+        assert a.prompt_token_ids + a.token_ids == t  # the scripted ones wrote their whole nested targets
+    merges = [b.stats.num_merges for b in got]
+    report("forty_at_once", requests=len(got), identical=sum(a.token_ids == b.token_ids for a, b in zip(want, got)),
+           merges=sum(merges), merges_exact=sum(b.stats.merges_exact for b in got),
+           prefill_per_merge=sorted({x for b in got for x in b.stats.merge_prefill_tokens}),
+           generated_tokens=sum(b.stats.generated_tokens for b in got), wall_s=round(wall, 1))
+    assert sum(merges[:32]) >= 20 and min(merges[32:]) >= 2  # the task model answers in blocks; scripts nest
+
+
+def test_eviction_in_a_small_pool_reissues_and_stays_exact(cramped, native):
+    tok = native.tokenizer
+    prompts, s_native, s_procs, _ = scripted_jobs(tok, 8, seed=5)
+    client = [SamplingParams(temperature=0, max_new_tokens=2000)] * 8
+    want, got, wall = run_both(native, cramped.url, prompts, s_native, client, s_procs)
+    for i, (a, b) in enumerate(zip(want, got)):
+        assert b.token_ids == a.token_ids and b.finish_reason == "stop", (i, b.error)
+        assert b.stats.num_merges == a.stats.num_merges >= 2, i
+    reissued = sum(b.stats.merges_reissued for b in got)
+    report("small_pool", requests=len(got), max_total_tokens=1024, merges=sum(b.stats.num_merges for b in got),
+           merges_exact=sum(b.stats.merges_exact for b in got), merges_reissued=reissued,
+           merges_recomputed=sum(b.stats.merges_recomputed for b in got), wall_s=round(wall, 1))
+    assert reissued > 0  # the pool was small enough that children were evicted before their merges
+    assert sum(b.stats.merges_recomputed for b in got) == 0  # never a causal recompute
