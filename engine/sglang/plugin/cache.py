@@ -11,6 +11,9 @@ the next fork, a later block and an outer merge reuse it.
 A request whose uncached tokens would need the Multiverse mask (a child's KV was evicted before the merge,
 or a prompt holding complete blocks) is never computed causally: it is aborted with a message naming the
 tokens, and the client re-issues it (SPEC §5 forbids a silent recompute).
+
+Which tokens need the mask is read off the request's layout, resumed from the scan state kept at the matched
+node (states.py) and extended by the tokens after it: a call costs O(tokens it adds), not O(sequence).
 """
 from __future__ import annotations
 
