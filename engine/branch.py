@@ -89,6 +89,14 @@ class Branch:
     # ------------------------------------------------------------------ KV slots
     def push(self, pool: KVPool, token: int, logprob: float | None) -> None:
         """Append one token already stepped through `state`: a slot, a pending forward, a place in the tree."""
+        self.append_pending(pool, token, self.state.position)
+        self.tokens.append(token)
+        self.logprobs.append(logprob)
+        if self.guard is not None:
+            self.guard.step(token)
+
+    def append_pending(self, pool: KVPool, token: int, position: int) -> None:
+        """A fresh slot for `token` at the end of the table (a page when the tail is full), computed next forward."""
         if self.tail_free == 0:
             self.pages.append(pool.alloc())
             self.tail_free = pool.page_size
@@ -99,11 +107,7 @@ class Branch:
         self.slots.append(slot)
         self.visible.append(token)
         self.pending_ids.append(token)
-        self.pending_pos.append(self.state.position)
-        self.tokens.append(token)
-        self.logprobs.append(logprob)
-        if self.guard is not None:
-            self.guard.step(token)
+        self.pending_pos.append(position)
 
     def fork_child(self, pool: KVPool, label: str, state: BranchState) -> "Branch":
         """A child that reads this branch's slots through shared page references (no KV copied)."""

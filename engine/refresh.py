@@ -24,15 +24,5 @@ def reencode(pool: KVPool, parent: Branch, tokens: list[int]) -> int:
     position = parent.state.position
     for token in tokens:
         position += 1
-        if parent.tail_free == 0:
-            parent.pages.append(pool.alloc())
-            parent.tail_free = pool.page_size
-        slot = parent.pages[-1] * pool.page_size + (pool.page_size - parent.tail_free)
-        parent.tail_free -= 1
-        if parent.slots and slot != parent.slots[-1] + 1:
-            parent.contiguous = False
-        parent.slots.append(slot)
-        parent.visible.append(token)
-        parent.pending_ids.append(token)
-        parent.pending_pos.append(position)
+        parent.append_pending(pool, token, position)
     return position
