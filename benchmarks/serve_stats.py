@@ -32,10 +32,12 @@ class StreamTimes:
         return [b - a for a, b in zip(self.chunks, self.chunks[1:])]
 
 
-def gap_summary(streams: list[StreamTimes]) -> dict:
+def gap_summary(streams: list[StreamTimes], window: tuple[float, float] | None = None) -> dict:
     """Per stream: its longest gap between chunks, its median gap and their ratio; then p50/p99/max over the
-    streams (a stall shows as a longest gap many times the median)."""
-    longest, median, ratio = [], [], []
+    streams (a stall shows as a longest gap many times the median). With a window (perf_counter seconds), also
+    the longest gap that ends inside it and the longest outside it, each over the stream's median: what happened
+    while something (a long prompt's prefill) ran, beside the noise floor of the same streams."""
+    longest, median, ratio, inside, outside = [], [], [], [], []
     for s in streams:
         gaps = s.gaps()
         if len(gaps) < 2:
@@ -44,6 +46,16 @@ def gap_summary(streams: list[StreamTimes]) -> dict:
         longest.append(top)
         median.append(mid)
         ratio.append(top / mid if mid > 0 else float("inf"))
+        if window is not None and mid > 0:
+            ends = s.chunks[1:]
+            within = [g for g, t in zip(gaps, ends) if window[0] <= t <= window[1]]
+            beyond = [g for g, t in zip(gaps, ends) if not window[0] <= t <= window[1]]
+            inside += [max(within) / mid] if within else []
+            outside += [max(beyond) / mid] if beyond else []
     spread = lambda xs: {"p50": pct(xs, 0.5), "p99": pct(xs, 0.99), "max": pct(xs, 1.0)}  # noqa: E731
-    return {"streams": len(longest), "longest_gap_s": spread(longest), "median_gap_s": spread(median),
-            "longest_over_median": spread(ratio)}
+    out = {"streams": len(longest), "longest_gap_s": spread(longest), "median_gap_s": spread(median),
+           "longest_over_median": spread(ratio)}
+    if window is not None:
+        out["in_window_longest_over_median"] = spread(inside)
+        out["outside_window_longest_over_median"] = spread(outside)
+    return out

@@ -3,8 +3,8 @@ then prefill chunks.
 
 Every row that is not a prefill (a decode, a fork's forced `<Path> LABEL :`, a merge's `</Path>` +
 `<Conclusion>`) computes all of its pending tokens; the prefills (prompts, merge="refresh" re-encodings), oldest first, share
-what remains of the budget (at least a quarter of it: forked paths are not bounded by `max_running`, so decodes
-alone may fill a step), a long prompt taking several steps (chunked prefill). A chunk never samples: only
+what remains of the budget (and at least PROMPT_PER_DECODE tokens per decode token, so many decoding rows
+cannot starve a prompt), a long prompt taking several steps (chunked prefill). A chunk never samples: only
 the step that computes a prefill's last token samples from it. The chunks of a prompt see
 exactly the keys the whole prompt would (runner.py masks each chunk up to itself), so tokens and log-probs do not
 depend on the budget beyond float rounding.
@@ -31,10 +31,14 @@ def prefilling(request: Request, branch: Branch) -> bool:
     return in_prompt or len(branch.pending_ids) > FORCED_MAX
 
 
+PROMPT_PER_DECODE = 4  # prompt tokens a step keeps per decode token once decodes fill the budget
+
+
 def prefill_share(budget: int, decode_tokens: int) -> int:
-    """Prompt tokens a step may compute: what the decodes leave of the budget, and at least a quarter of it, so
-    a prompt progresses even when forked paths alone fill the step (decodes always run, never split)."""
-    return max(budget - decode_tokens, budget // 4, 1)
+    """Prompt tokens a step may compute: what the decodes leave of the budget, and at least PROMPT_PER_DECODE per
+    decode token, so a prompt's prefill keeps pace with a crowd of decoding rows (forked paths are not bounded
+    by `max_running`) and its time to first token stays a small multiple of its time alone."""
+    return max(budget - decode_tokens, PROMPT_PER_DECODE * decode_tokens, 1)
 
 
 def plan_step(rows: Sequence[tuple[Request, Branch]], budget: int) -> list[int]:

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 
-DEVICE_BATCH_TOKENS = {"cuda": 2048, "cpu": 128}  # the step budget when none is given; other devices: cuda's
+DEVICE_BATCH_TOKENS = {"cuda": 2048, "cpu": 96}  # the step budget when none is given; other devices: cuda's
 
 
 @dataclass(frozen=True)

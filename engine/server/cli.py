@@ -48,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "position, at least 1 MiB)")
     parser.add_argument("--max-batch-tokens", type=int, default=None,
                         help="tokens one engine step computes: decodes first, then chunks of prompts "
-                             "(default: 2048 on CUDA, 128 on CPU)")
+                             "(default: 2048 on CUDA, 96 on CPU)")
     parser.add_argument("--shutdown-timeout", type=float, default=10.0,
                         help="seconds running requests may finish after SIGINT/SIGTERM before they are aborted")
     add_backend_arguments(parser)
