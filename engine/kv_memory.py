@@ -94,7 +94,7 @@ def activation_headroom(model_config: Any, config: EngineConfig, dtype: torch.dt
     hidden = mc.hidden_size
     inner = getattr(mc, "intermediate_size", None) or 4 * hidden
     per_token = (6 * hidden + 3 * inner) * dtype.itemsize
-    logits = config.max_running * mc.vocab_size * 4 * 3
+    logits = config.max_running * getattr(mc, "vocab_size", 0) * 4 * 3
     from engine.config import DEVICE_BATCH_TOKENS  # config.py imports this module
 
     tokens = config.max_batch_tokens or max(DEVICE_BATCH_TOKENS.values())  # not yet resolved for a device: the largest
