@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from rich.console import Console
@@ -30,6 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--shard", metavar="I/N", help="only the samples at positions p with p %% N == I (input.shard)")
     run.add_argument("--offset", type=int, metavar="N", help="skip the first N input rows (input.offset)")
     run.add_argument("--limit", type=int, metavar="N", help="then take at most N rows (input.limit)")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """The files, before anything heavy is imported (the config's values: load_config, in run)."""
+    for name in args.stats or []:
+        if not os.path.isfile(name):
+            raise UsageError(f"--stats {name}: no such file")
+    if args.config and not os.path.isfile(args.config):
+        raise UsageError(f"--config {args.config}: no such file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,9 +86,8 @@ def _stats(args: argparse.Namespace, console: Console) -> int:
     tokenizer = args.tokenizer or (load_config(args.config, args.overrides).tokenizer if args.config else "tiny")
     try:
         summary, problems = structure_stats(args.stats, tokenizer, args.field)
-    except (OSError, ValueError) as err:
-        console.print(f"[red]multiverse curate --stats: {err}[/red]")
-        return 2
+    except (OSError, ValueError) as err:  # one line on stderr, exit 2 (multiverse.cli)
+        raise UsageError(f"--stats: {err}") from err
     for p in problems:
         console.print(f"[yellow]unparsable: {p}[/yellow]")
     show_structure(summary, console)

@@ -1,14 +1,19 @@
 """The Python API: MultiverseLM(model, tokenizer).generate(prompts, params) and .stream(...).
 
     from multiverse import MultiverseLM, SamplingParams
-    lm = MultiverseLM("path/to/model")                      # or an already-loaded HF model + tokenizer
-    out = lm.generate(["Solve ..."], SamplingParams(temperature=0))[0]
+    lm = MultiverseLM()                                     # the default model; or a path, or a loaded model + tokenizer
+    out = lm.generate(["Solve ..."], SamplingParams())[0]   # a string is a user turn (chat template); raw=True: as is
     out.text, out.raw_text, out.token_ids, out.tree, out.stats
     lm = MultiverseLM("path/to/model", backend="sglang", url="http://127.0.0.1:30000")   # tokens from a server
 
 MultiverseLM is one front over a backend that engine/backend.py chooses (`lm.backend`: engine/native.py's
 NativeEngine, or engine/sglang/client.py's SGLangClient); every backend is an engine/driver.py Driver, so the
 contract below holds for all of them.
+
+Prompts: a string becomes one user turn through the tokenizer's chat template whenever it has one (as `multiverse
+generate` does); `raw=True` (submit, generate, stream, encode_prompt) tokenises it as it is. Chat messages always
+go through the template; token ids are taken as they are. Threads: `threads=None` applies the commands' rule (one
+torch intra-op thread for a model under 50M parameters, multiverse/threads.py), `threads=N` sets N.
 
 Per-request contract (what a server builds on; generate() and stream() are written on top of it):
 - `submit(prompt, params=None, sink=None) -> Request` validates THIS request (prompt type, empty prompt, ids
@@ -49,7 +54,16 @@ class MultiverseLM:
     `pool`; the client's `server`) are the backend's, read through.
     """
 
-    def __init__(self, model: Any = None, tokenizer: Any = None, device: Any = None, backend: str = "native", **options: Any) -> None:
+    def __init__(
+        self, model: Any = None, tokenizer: Any = None, device: Any = None, backend: str = "native",
+        threads: int | None = None, **options: Any,
+    ) -> None:
+        if model is None and tokenizer is None:  # the shipped default model, as the commands use
+            from multiverse.demo import DEFAULT_MODEL
+
+            model = str(DEFAULT_MODEL)
+        if backend == "native":
+            options["threads"] = threads  # with sglang the server decodes: its threads are its own
         self.backend: Driver = open_backend(model, backend, tokenizer=tokenizer, device=device, **options)
 
     # the backend's shared state
@@ -65,13 +79,15 @@ class MultiverseLM:
         return getattr(self.backend, name)
 
     # ------------------------------------------------------------------ per-request API
-    def submit(self, prompt: Prompt, params: SamplingParams | None = None, sink: Sink | None = None) -> Request:
+    def submit(
+        self, prompt: Prompt, params: SamplingParams | None = None, sink: Sink | None = None, *, raw: bool = False
+    ) -> Request:
         """Validate and queue ONE request; its events go to `sink` (called on the stepping thread).
 
         Raises ValueError/TypeError naming the field (prompt type, empty prompt, a token id outside the
         vocabulary, a chat template that rejects the messages, params) and then adds nothing.
         """
-        return self.backend.submit(prompt, params, sink)
+        return self.backend.submit(self.backend.as_chat(prompt, raw), params, sink)
 
     def step(self) -> list[Request]:
         """One scheduler step; returns the requests that finished in it (any reason, "error" included).
@@ -94,21 +110,27 @@ class MultiverseLM:
         self,
         prompts: Prompt | Sequence[Prompt],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        raw: bool = False,
         **backend_options: Any,
     ) -> list[RequestOutput]:
         """One RequestOutput per prompt, in prompt order. Every prompt and params is checked before any runs
         (an error names its index); a request that fails while running ends alone with finish_reason "error".
         `backend_options`: the backend's extras (sglang: `server_processors=`)."""
-        return self.backend.generate(prompts, sampling_params, **backend_options)
+        return self.backend.generate(self._chat_all(prompts, raw), sampling_params, **backend_options)
 
     def stream(
-        self, prompts: Prompt | Sequence[Prompt], sampling_params: SamplingParams | Sequence[SamplingParams] | None = None
+        self,
+        prompts: Prompt | Sequence[Prompt],
+        sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
+        *,
+        raw: bool = False,
     ) -> Iterator[Event]:
         """Yield BranchOpened / Tokens / BranchClosed / Merged / Restarted / Finished events of these prompts
         as steps run. Each call has its own buffer, so interleaved streams do not disturb each other; every
         request's Finished is yielded, also for one the consumer aborted; closing the iterator early aborts
         what is unfinished."""
-        return self.backend.stream(prompts, sampling_params)
+        return self.backend.stream(self._chat_all(prompts, raw), sampling_params)
 
     def close(self) -> None:
         """Release what the backend holds (native: nothing beyond memory; sglang: its connections)."""
@@ -117,10 +139,16 @@ class MultiverseLM:
     def check_integrity(self) -> None:
         self.backend.check_integrity()
 
-    def encode_prompt(self, prompt: Prompt, max_chars: int | None = None) -> list[int]:
-        """Token ids of a prompt: text, chat messages (the tokenizer's template), or ids in the vocabulary.
-        With max_chars, text longer than that (after the chat template) raises PromptTooLong untokenized."""
-        return self.backend.encode_prompt(prompt, max_chars)
+    def encode_prompt(self, prompt: Prompt, max_chars: int | None = None, *, raw: bool = False) -> list[int]:
+        """Token ids of a prompt: text (a user turn unless raw), chat messages (the template), or ids in the
+        vocabulary. With max_chars, text longer than that (after the chat template) raises PromptTooLong untokenized."""
+        return self.backend.encode_prompt(prompt, max_chars, raw=raw)
+
+    def _chat_all(self, prompts: Any, raw: bool) -> Any:
+        """Driver.as_chat on one prompt, or on each prompt of a batch (a list holding any string is a batch)."""
+        if isinstance(prompts, (list, tuple)) and any(isinstance(p, str) for p in prompts):
+            return [self.backend.as_chat(p, raw) for p in prompts]
+        return self.backend.as_chat(prompts, raw)
 
 
 __all__ = ["EngineConfig", "EngineError", "MultiverseLM", "RequestOutput", "SamplingParams"]

@@ -81,8 +81,9 @@ def client_options(args: Any) -> dict[str, Any]:
     return {"timeout_s": args.sglang_timeout, "call_tokens": args.sglang_call_tokens, "retries": args.sglang_retries}
 
 
-def remote_from_args(args: Any, model: Any, **structure: Any) -> Backend | None:
-    """The SGLang client when the CLI asked for it (None: build the native engine as before)."""
+def remote_from_args(args: Any, model: Any, **structure: Any) -> Any:
+    """A MultiverseLM on the SGLang client when the CLI asked for it (None: build the native engine as before)."""
+    from engine.api import MultiverseLM
     from multiverse.errors import UsageError
 
     if getattr(args, "backend", "native") != "sglang":
@@ -92,4 +93,4 @@ def remote_from_args(args: Any, model: Any, **structure: Any) -> Backend | None:
     if not args.url:
         raise UsageError("--backend sglang needs --url http://HOST:PORT of the SGLang server")
     options = {k: v for k, v in structure.items() if v is not None}
-    return open_backend(model, "sglang", args.url, **options, **client_options(args))
+    return MultiverseLM(model, backend="sglang", url=args.url, **options, **client_options(args))

@@ -75,8 +75,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError("--stop: a stop string must not be empty")
     if args.script is not None and not args.script.is_file():
         raise UsageError(f"--script {args.script}: no such file")
-    if args.raw and not args.prompt.strip():
-        raise UsageError("the prompt is empty (a raw prompt must hold at least one token)")
+    if not args.prompt.strip():
+        raise UsageError("the prompt is empty: give the question as the argument, e.g. multiverse generate \"Let A = ...\"")
     from engine import controls
 
     try:
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     params = _params(args, lm, prompt)
     view, output = BranchView(), None
     with Live(view.render(), console=console, refresh_per_second=12, transient=False, auto_refresh=False) if not args.no_live else _Null() as live:
-        for event in lm.stream([prompt], params):
+        for event in lm.stream([prompt], params, raw=True):  # _prompt applied the chat template (or --raw)
             view.apply(event)
             if isinstance(event, Finished):
                 output = event.output
@@ -128,8 +128,6 @@ def _prompt(args: argparse.Namespace, tokenizer: Any) -> str | list[dict[str, st
     if args.chat and not has_template:
         raise UsageError(f"--chat: the tokenizer of {args.model} has no chat template (drop --chat, or use --raw)")
     if args.raw or not has_template:
-        if not args.prompt.strip():
-            raise UsageError("the prompt is empty (a raw prompt must hold at least one token)")
         return args.prompt
     return [{"role": "user", "content": args.prompt}]
 
@@ -149,16 +147,16 @@ def _build(args: argparse.Namespace) -> MultiverseLM:
         from multiverse.tiny import build_model, build_tokenizer
 
         tok = build_tokenizer()
-        return MultiverseLM(build_model(tok), tok, device=args.device, **options, **kv_options(args))
+        return MultiverseLM(build_model(tok), tok, device=args.device, threads=getattr(args, "threads", None), **options,
+                            **kv_options(args))
     tok = check_tokenizer(args.model)  # before the weights: a tokenizer without the tags is a usage error
-    if not (args.raw or getattr(tok, "chat_template", None)) and not args.prompt.strip():
-        raise UsageError("the prompt is empty (a raw prompt must hold at least one token)")
     from engine.backend import remote_from_args
 
     structure = {k: v for k, v in options.items() if k != "dtype"}
     if (remote := remote_from_args(args, args.model, tokenizer=tok, **structure)) is not None:
-        return remote  # type: ignore[return-value] - the SGLang client: a Driver with the same API
-    return MultiverseLM(args.model, tok, device=args.device, **options, **kv_options(args))
+        return remote  # a MultiverseLM on the SGLang client
+    return MultiverseLM(args.model, tok, device=args.device, threads=getattr(args, "threads", None), **options,
+                        **kv_options(args))
 
 
 def _params(args: argparse.Namespace, lm: MultiverseLM, prompt) -> SamplingParams:  # noqa: ANN001
@@ -171,7 +169,7 @@ def _params(args: argparse.Namespace, lm: MultiverseLM, prompt) -> SamplingParam
         from multiverse.attention import StructureRules
         from multiverse.encode import encode_trace
 
-        p_ids = lm.encode_prompt(prompt)
+        p_ids = lm.encode_prompt(prompt, raw=True)
         target = p_ids + encode_trace(args.script.read_text(), lm.tokenizer) + [lm.tokenizer.eos_token_id]
         rules = StructureRules(not args.sequential, args.max_paths, args.max_depth)
         processors.append(ScriptedProcessor(target, len(p_ids), lm.tokenizer, rules))

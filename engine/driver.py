@@ -107,9 +107,18 @@ class Driver:
     def check_integrity(self) -> None:
         self.scheduler.check_integrity()
 
-    def encode_prompt(self, prompt: Prompt, max_chars: int | None = None) -> list[int]:
-        """Token ids of a prompt: text, chat messages (the tokenizer's template), or ids in the vocabulary.
-        With max_chars, text longer than that (after the chat template) raises PromptTooLong untokenized."""
+    def as_chat(self, prompt: Any, raw: bool) -> Any:
+        """A non-empty string becomes one user turn when the tokenizer has a chat template and `raw` is False
+        (MultiverseLM's default, as `multiverse generate`); a blank one becomes "" and is refused as empty."""
+        if not isinstance(prompt, str) or raw or not getattr(self.tokenizer, "chat_template", None):
+            return prompt
+        return [{"role": "user", "content": prompt}] if prompt.strip() else ""
+
+    def encode_prompt(self, prompt: Prompt, max_chars: int | None = None, raw: bool = True) -> list[int]:
+        """Token ids of a prompt: text (as it is; a user turn with raw=False, see as_chat), chat messages (the
+        tokenizer's template), or ids in the vocabulary. With max_chars, text longer than that (after the chat
+        template) raises PromptTooLong untokenized. A Driver takes text raw; MultiverseLM's default is the chat turn."""
+        prompt = self.as_chat(prompt, raw)
         if isinstance(prompt, str):
             if not prompt:
                 raise ValueError("prompt: empty string")

@@ -1,7 +1,8 @@
 """The native backend: a Hugging Face causal LM run in this process by our scheduler (the reference).
 
-`NativeEngine(model, tokenizer, device, **engine_options)` loads the model (a local path) or takes loaded
-objects, builds the KV pool and the ModelRunner, and is a Driver (engine/driver.py): submit / step / abort /
+`NativeEngine(model, tokenizer, device, threads, **engine_options)` loads the model (a local path) or takes loaded
+objects, sets torch's intra-op threads as the commands do (`threads`, else one for a model under 50M
+parameters), builds the KV pool and the ModelRunner, and is a Driver (engine/driver.py): submit / step / abort /
 generate / stream. Fault isolation: an exception caused by one request inside a step (its logits processor,
 its sampling, its stop check, its sink, its fork) finishes THAT request with finish_reason "error" and frees
 its pages; every other request of the step continues and writes the tokens it would have written alone. Only a
@@ -23,14 +24,22 @@ from engine.kv_memory import kv_shape, plan_kv
 from engine.kv_pool import KVPool
 from engine.runner import ModelRunner
 from engine.scheduler import Scheduler
+from multiverse import threads as multiverse_threads
 from multiverse.tags import StructureVocab
 
 log = logging.getLogger("multiverse.engine")
 
 
 class NativeEngine(Driver):
-    def __init__(self, model: Any, tokenizer: Any = None, device: str | torch.device | None = None, **engine_options: Any) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any = None, device: str | torch.device | None = None, threads: int | None = None,
+        **engine_options: Any,
+    ) -> None:
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"threads: an integer >= 1 or None, got {threads!r}")
         model, tokenizer = _load(model, tokenizer)
+        # the commands' rule (multiverse/threads.py): one intra-op thread for a tiny model unless threads says
+        multiverse_threads.apply(threads, sum(p.numel() for p in model.parameters()))
         config = EngineConfig.from_options(device=str(device) if device is not None else None, **engine_options)
         self.device = torch.device(config.device) if config.device else next(model.parameters()).device
         config = config.for_device(self.device)  # the step budget of this device unless one was given

@@ -25,7 +25,7 @@ MAX_INT = 2**31 - 1  # budgets and top_k above this are nonsense for any model (
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Per-request decoding settings; `temperature=0` is greedy.
+    """Per-request decoding settings; `temperature=0` (the default, as in `multiverse generate`) is greedy.
 
     Budgets (SPEC §6): `max_new_tokens` counts sampled tokens over all branches (cost);
     `max_critical_tokens` counts positions along the critical path (latency). Stops: `stop` strings and
@@ -33,9 +33,9 @@ class SamplingParams:
     `top_k`: 0 or -1 = off, else 1..vocab. `seed`: an int in 0..2**63-1, or None for a fresh random one.
     """
 
-    max_new_tokens: int = 256
+    max_new_tokens: int = 512  # the defaults are `multiverse generate`'s: 512 tokens, greedy
     max_critical_tokens: int | None = None
-    temperature: float = 1.0
+    temperature: float = 0.0
     top_k: int = 0  # 0 or -1: off
     top_p: float = 1.0
     seed: int | None = None  # None: a fresh random seed per request (recorded in the result)

@@ -164,6 +164,11 @@ class Request:
         return BranchInfo(branch.label, decode(own), len(own), reason, branch.depth, mean, peak)
 
 
+def open_paths(root: Branch) -> list[Branch]:
+    """Paths not closed yet (running or waiting on their own forks), outermost first; those close_open_paths closes."""
+    return [b for b in root.walk() if b.status in (Status.RUNNING, Status.WAITING) and b.parent is not None]
+
+
 def close_open_paths(root: Branch, path_close: int, reason: str) -> None:
     """Finish a tree early: every unfinished path is closed with forced </Path> tokens (no KV needed: nothing
     follows), as many as its scanner needs to report PathEnd (sequential paths opened inside it close first).

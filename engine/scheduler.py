@@ -29,7 +29,7 @@ from engine.config import EngineConfig
 from engine.detok import TextCodec
 from engine.events import BranchClosed, BranchOpened, Event, Finished, Merged, Restarted, Tokens
 from engine.kv_pool import KVPool
-from engine.request import Phase, Request, close_open_paths
+from engine.request import Phase, Request, close_open_paths, open_paths
 from engine.result import RequestOutput, Stats
 from engine.runner import ModelRunner
 from engine.chunking import admission_budget, plan_step
@@ -443,6 +443,7 @@ class Scheduler:
             branch.pending_ids.clear()
             branch.pending_pos.clear()
         self.stops.pop(request.request_id, None)
+        still_open = [(b, len(b.tokens)) for b in open_paths(request.root)] if request.root is not None else []
         try:
             if request.root is not None:
                 request.max_position = max(request.max_position, reach(request.root))  # closing </Path>s included
@@ -451,6 +452,12 @@ class Scheduler:
         except Exception as err:  # noqa: BLE001 - a result must exist; say why it is empty
             request.finish_reason, request.error = "error", request.error or f"{type(err).__name__}: {err}"
             request.output = _bare_output(request)
+        try:  # every opened path closes in the events too: its forced </Path> ids, then BranchClosed
+            for branch, before in reversed(still_open):  # innermost first
+                self._emit_tokens(request, branch, branch.tokens[before:], True)
+                self._emit(request, BranchClosed(request.request_id, branch.label, reason))
+        except Exception:  # noqa: BLE001 - the sink raised and was dropped; the request is over anyway
+            pass
         self._emit(request, Finished(request.request_id, request.output))
 
     # ------------------------------------------------------------------ events

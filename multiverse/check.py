@@ -1,7 +1,13 @@
-"""`multiverse check FILE`: validate a trace's structure and print its tree."""
+"""`multiverse check FILE`: validate a trace's structure and print its tree.
+
+The tree and the counts go to stdout; a file that breaks a rule (or cannot be read) gives one line on stderr,
+`multiverse check: error: FILE: <rule and place>`, and exit status 1; a missing file is a usage error (exit 2),
+reported before anything heavy is imported.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -11,7 +17,6 @@ from rich.tree import Tree
 from multiverse.errors import UsageError
 from multiverse.structure import Document, StructureError, Think, parse
 from multiverse.structure.tree import Text
-from multiverse.tokens import load_tagged_tokenizer
 
 if TYPE_CHECKING:
     from multiverse.attention.counts import TokenCounts
@@ -27,6 +32,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every file exists and is a file (a usage error otherwise), before the tokenizer or torch load."""
+    if args.width < 8:
+        raise UsageError(f"--width {args.width}: must be >= 8")
+    for name in args.files:
+        if not os.path.exists(name):
+            raise UsageError(f"{name}: no such file")
+        if os.path.isdir(name):
+            raise UsageError(f"{name}: is a directory, not a trace file")
+
+
 def run(args: argparse.Namespace) -> int:
     console = Console()
     tokenizer = _tokenizer(args.tokenizer) if args.tokenizer else None  # once, before any file
@@ -36,17 +52,13 @@ def run(args: argparse.Namespace) -> int:
             with open(name, encoding="utf-8") as f:
                 doc = parse(f.read())
         except StructureError as err:
-            console.print(f"[red]{name}: {err}[/red]", soft_wrap=True)
-            bad += 1
+            bad += _error(name, str(err))
             continue
         except OSError as err:
-            console.print(f"[red]{name}: {err.strerror}[/red]")
-            bad += 1
+            bad += _error(name, err.strerror or str(err))
             continue
         except UnicodeDecodeError as err:
-            byte = err.object[err.start : err.start + 1]
-            console.print(f"[red]{name}: not UTF-8 text (byte {err.start}: {byte!r})[/red]")
-            bad += 1
+            bad += _error(name, f"not UTF-8 text (byte {err.start}: {err.object[err.start : err.start + 1]!r})")
             continue
         console.print(render(doc, name, args.width))
         blocks = list(doc.blocks())
@@ -62,7 +74,15 @@ def run(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _error(name: str, message: str) -> int:
+    """One line on stderr for a bad file (the CLI's error format); returns 1 (one more bad file)."""
+    print(f"multiverse check: error: {name}: {' '.join(message.split())}", file=sys.stderr)
+    return 1
+
+
 def _tokenizer(name: str) -> object:
+    from multiverse.tokens import load_tagged_tokenizer
+
     try:
         return load_tagged_tokenizer(name)
     except (OSError, ValueError) as err:

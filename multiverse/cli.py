@@ -14,6 +14,7 @@ import importlib
 import importlib.util
 import sys
 import traceback
+from collections.abc import Callable
 
 from multiverse import __version__
 from multiverse.errors import CommandError, UsageError, check_device, check_model_path, check_port_free
@@ -130,6 +131,18 @@ def report(command: str, err: BaseException, debug: bool) -> int:
     hint = "" if debug else " (--debug shows the traceback)" if code == 1 else ""
     print(f"multiverse {command}: error: {message}{hint}", file=sys.stderr)
     return code
+
+
+def run_module(command: str, body: Callable[[], int | None], debug: bool) -> int:
+    """A `python -m multiverse...` entry point with the commands' error handling: `body()`'s exit status, or one
+    line on stderr (`multiverse <command>: error: ...`, exit 2 or 1; the traceback only with --debug)."""
+    try:
+        return int(body() or 0)
+    except KeyboardInterrupt:
+        print(f"multiverse {command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line (the traceback with --debug)
+        return report(command, err, debug)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ A traceback is printed only with `--debug`.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from pathlib import Path
 
@@ -66,24 +67,46 @@ def check_port_free(host: str, port: int, flag: str = "--port") -> None:
 
 
 def check_device(name: str | None, flag: str = "--device") -> None:
-    """A device string torch understands and this machine has (None = the model's own)."""
+    """A device string torch understands and this machine has (None = the model's own).
+
+    Without a CUDA driver reporting a device, `cuda` is refused from the driver library alone (no torch import:
+    a usage error comes back at once); torch is asked only where a GPU or MPS may really be there."""
     if name is None:
         return
-    import torch
+    match = re.fullmatch(r"(cpu|cuda|mps)(?::(\d+))?", name.strip())
+    if match is None:
+        raise UsageError(f"{flag} {name}: not a device (use cpu, cuda, cuda:1, mps)")
+    kind, index = match.group(1), match.group(2)
+    if kind == "cuda":
+        if cuda_driver_devices() == 0:
+            raise UsageError(f"{flag} {name}: no CUDA device on this machine (no CUDA driver reports one)")
+        import torch
 
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError) as e:
-        raise UsageError(f"{flag} {name}: not a device (use cpu, cuda, cuda:1, mps)") from e
-    if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"{flag} {name}: no CUDA device on this machine (torch.cuda.is_available() is False)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
+        if index is not None and int(index) >= torch.cuda.device_count():
             raise UsageError(f"{flag} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"{flag} {name}: MPS is not available on this machine")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise UsageError(f"{flag} {name}: unsupported device type {device.type!r} (use cpu, cuda or mps)")
+    elif kind == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"{flag} {name}: MPS is not available on this machine")
+
+
+def cuda_driver_devices() -> int:
+    """CUDA devices the driver library reports (0 when there is no libcuda, or it sees none), without torch."""
+    import ctypes
+
+    for library in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            cuda = ctypes.CDLL(library)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return count.value
+    return 0
 
 
 def check_at_least(flag: str, value: float | None, low: float) -> None:

@@ -26,8 +26,10 @@ def test_check_reports_rule_and_location(tmp_path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("intro\n<Parallel><Goal><Outline>1: a</Outline></Goal>\n<Path>1: b\n<Conclusion>c</Conclusion>")
     out = _check(str(bad))
-    assert out.returncode == 1
-    assert "line 4, column 1" in out.stdout and "unclosed <Path> opened at line 3" in out.stdout
+    assert out.returncode == 1 and out.stdout == ""
+    (line,) = out.stderr.splitlines()  # one line on stderr, the CLI's error format
+    assert line.startswith(f"multiverse check: error: {bad}: line 4, column 1")
+    assert "unclosed <Path> opened at line 3" in line
 
 
 def test_check_names_a_file_that_is_not_utf8_and_goes_on(tmp_path) -> None:
@@ -37,8 +39,14 @@ def test_check_names_a_file_that_is_not_utf8_and_goes_on(tmp_path) -> None:
     good.write_text("plain text")
     out = _check(str(latin), str(good))
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert f"{latin}: not UTF-8 text (byte 3: b'\\xe9')" in out.stdout.replace("\n", "")
+    assert out.stderr == f"multiverse check: error: {latin}: not UTF-8 text (byte 3: b'\\xe9')\n"
     assert f"{good}: ok" in out.stdout.replace("\n", "")
+
+
+def test_check_a_missing_file_is_a_usage_error(tmp_path) -> None:
+    out = _check(str(tmp_path / "nope.xml"))
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr == f"multiverse check: error: {tmp_path / 'nope.xml'}: no such file\n"
 
 
 def test_check_rejects_an_unloadable_tokenizer_once(tmp_path) -> None:

@@ -27,6 +27,18 @@ def test_the_core_snippet_runs_as_written(tmp_path):
     assert int(tokens) > int(critical) > 0  # a parallel trace: its critical path is shorter than its length
 
 
+def test_the_api_snippet_runs_as_written_and_answers(tmp_path):
+    """The README's Python API block, as printed, on the default model: generate, stream and submit all answer 7."""
+    script = tmp_path / "api.py"
+    script.write_text(block_after("From Python:", "python"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, dop, streamed, submitted = proc.stdout.splitlines()
+    assert first == streamed == submitted == "Answer: 7"
+    assert float(dop) > 1.5  # it forked: one path per remainder
+
+
 def test_no_machine_paths_in_the_readmes():
     for readme in ROOT.glob("**/README.md"):
         text = readme.read_text(encoding="utf-8")

@@ -61,7 +61,7 @@ def test_scripted_structures_match_one_teacher_forced_forward(tok, model, page_s
         proc = ScriptedProcessor(target, len(p_ids), tok)
         params.append(SamplingParams(max_new_tokens=2000, temperature=0.7, seed=1, logprobs=True, logits_processors=[proc]))
     lm = MultiverseLM(model, tok, page_size=page_size, num_pages=4096 // page_size, check_integrity=True)
-    outs = lm.generate(prompts, params)
+    outs = lm.generate(prompts, params, raw=True)  # the targets start with tok(prompt): no chat template
     for out, target, p in zip(outs, targets, params):
         assert p.logits_processors[0].misses == 0
         assert out.prompt_token_ids + out.token_ids == target

@@ -57,3 +57,39 @@ def test_stream_events_rebuild_every_branch(tok, model):
     assert out.prompt_token_ids + out.token_ids == target
     assert stable == out.token_ids  # every id was delivered, nested paths in final merged order
     assert lm.pool.num_used == 0
+
+
+LONG = "one two three four five six seven eight nine ten " * 4
+WIDE = (  # three long paths, the first nesting two more: five paths open at once
+    "<Parallel><Goal><Outline>1: a</Outline><Outline>2: b</Outline><Outline>3: c</Outline></Goal><Path>1: first"
+    f"<Parallel><Goal><Outline>1.1: x</Outline><Outline>1.2: y</Outline></Goal><Path>1.1: {LONG}</Path>"
+    f"<Path>1.2: {LONG}</Path><Conclusion>ok</Conclusion></Parallel></Path><Path>2: {LONG}</Path>"
+    f"<Path>3: {LONG}</Path><Conclusion>c</Conclusion></Parallel> done"
+)
+
+
+@pytest.mark.parametrize("budget", [dict(max_new_tokens=120), dict(max_critical_tokens=55)])
+def test_a_stream_cut_by_a_budget_closes_every_path_it_opened(tok, model, budget):
+    p_ids = tok("Consider")["input_ids"]
+    target = p_ids + encode_trace(WIDE, tok) + [tok.eos_token_id]
+    lm = MultiverseLM(model, tok, check_integrity=True)
+    params = SamplingParams(logits_processors=[ScriptedProcessor(target, len(p_ids), tok)], **budget)
+    opened, closed, text, out = [], {}, {}, None
+    for event in lm.stream(p_ids, params):
+        if isinstance(event, BranchOpened):
+            opened.append(event.label)
+        elif isinstance(event, BranchClosed):
+            assert event.label not in closed  # once each
+            closed[event.label] = event.reason
+        elif isinstance(event, Tokens):
+            text[event.label] = text.get(event.label, "") + event.text
+        elif isinstance(event, Finished):
+            out = event.output
+    cut = out.finish_reason
+    assert cut in ("length", "critical_length")
+    assert sorted(opened) == ["1", "1.1", "1.2", "2", "3"] and sorted(closed) == sorted(opened)
+    assert list(closed.values()).count(cut) == 5  # all five were open when the budget hit
+    tree = {b.label: b for b in out.tree}
+    assert {label: tree[label].finish_reason for label in closed} == closed
+    assert {label: text[label] for label in opened} == {label: tree[label].text for label in opened}
+    assert lm.pool.num_used == 0

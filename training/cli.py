@@ -14,7 +14,7 @@ import json
 from multiverse import threads
 from multiverse.config_io import dump
 from multiverse.errors import check_data_file, check_model_path
-from training.config import load_config
+from training.config import Config, load_config
 
 # Shorthand flags -> dotted config keys.
 SHORTHANDS = {
@@ -94,18 +94,31 @@ def run_stage(args: argparse.Namespace) -> int:
     return 0
 
 
-def run(args: argparse.Namespace) -> int:
-    if getattr(args, "stage", "sft") != "sft":
-        return run_stage(args)
+def check_args(args: argparse.Namespace) -> None:
+    """--stage sft: the config's values and paths, before torch is imported (multiverse.cli calls this first)."""
+    if getattr(args, "stage", "sft") == "sft":
+        args.cfg = check_config(args)
+
+
+def check_config(args: argparse.Namespace) -> Config:
     cfg = load_config(args.config, overrides(args))  # a ConfigError is a usage error: one line, exit 2
     if args.print_config:
-        print(dump(cfg), end="")
-        return 0
+        return cfg
     check_model_path(cfg.model.name_or_path, "model.name_or_path")
     if cfg.model.tokenizer:
         check_model_path(cfg.model.tokenizer, "model.tokenizer")
     check_data_file(cfg.data.multiverse, "data.multiverse")
     check_data_file(cfg.data.autoregressive, "data.autoregressive")
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    if getattr(args, "stage", "sft") != "sft":
+        return run_stage(args)
+    cfg = getattr(args, "cfg", None) or check_config(args)
+    if args.print_config:
+        print(dump(cfg), end="")
+        return 0
     threads.apply(args.threads, threads.count_params(cfg.model.name_or_path))
     from training import run as runner
 

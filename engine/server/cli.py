@@ -119,8 +119,8 @@ def _build(args: argparse.Namespace) -> Any:
         from multiverse.tiny import build_model, build_tokenizer
 
         tok = build_tokenizer()
-        return MultiverseLM(build_model(tok), tok, device=args.device, **options)
-    return MultiverseLM(args.model, device=args.device, **options)
+        return MultiverseLM(build_model(tok), tok, device=args.device, threads=getattr(args, "threads", None), **options)
+    return MultiverseLM(args.model, device=args.device, threads=getattr(args, "threads", None), **options)
 
 
 def _step_delay() -> float:

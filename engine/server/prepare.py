@@ -16,7 +16,7 @@ def encode(lm: Any, prompt: Any, param: str, config: ServerConfig, max_chars: in
     """Token ids of a text, an id list or chat messages, checked against the context (a worker thread runs
     this). Text over max_chars is refused untokenized; a chat template that refuses the messages is a 400."""
     try:
-        ids = lm.encode_prompt(prompt, max_chars=max_chars)
+        ids = lm.encode_prompt(prompt, max_chars=max_chars, raw=True)  # text is a completion prompt, as is
     except PromptTooLong as err:
         raise APIError(
             400,

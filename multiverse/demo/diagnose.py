@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import sys
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch loads when a model is scored: a bad flag or path comes back at once
+    import torch
 
 GRAM = 6  # tokens matched by `repeated`: five of context and the target
 
@@ -57,6 +60,8 @@ def _seen(ids: list[int], visible: torch.Tensor, i: int, first: int) -> bool:
 def _score(model: Any, tokenizer: Any, batch: dict[str, Any], forced: set[int], ignore: int,
            kinds: dict[str, list[float]], repeated: dict[str, list[float]]) -> None:
     """Add one encoded row's target tokens to the per-kind and repeated/fresh sums."""
+    import torch
+
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
                        attention_mask=batch["attention_mask"]).logits[0]
@@ -100,15 +105,29 @@ def diagnose(model: Any, tokenizer: Any, rows: list[dict[str, Any]], twin: bool)
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m multiverse.demo.diagnose", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
     parser.add_argument("--twin", action="store_true", help="encode the sequential twins (the autoregressive model)")
     parser.add_argument("--rows", help="a .jsonl of remainders rows (default: the held-out split)")
     parser.add_argument("--limit", type=int, default=60)
+    parser.add_argument("--debug", action="store_true", help="print the full traceback of an error")
     args = parser.parse_args(argv)
+    from multiverse.cli import run_module
+
+    return run_module("demo.diagnose", lambda: _run(args), args.debug)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from multiverse.errors import UsageError, check_model_path
+
+    check_model_path(args.model)  # a missing model: one line, exit 2
+    if args.rows and not os.path.isfile(args.rows):
+        raise UsageError(f"--rows {args.rows}: no such file")
+    if args.limit < 1:
+        raise UsageError(f"--limit {args.limit}: must be >= 1")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     if args.rows:
         with open(args.rows, encoding="utf-8") as f:
             rows = [json.loads(line) for line in f if line.strip()][: args.limit]
@@ -122,4 +141,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

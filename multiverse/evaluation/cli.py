@@ -18,7 +18,7 @@ from typing import Any
 
 from multiverse.errors import UsageError, check_choices, check_model_path
 from multiverse.evaluation.backends import BACKENDS
-from multiverse.evaluation.protocol import PRESETS, SEQUENTIAL_SUFFIX, resolve
+from multiverse.evaluation.protocol import PRESETS, SEQUENTIAL_SUFFIX, parse_budgets, resolve
 from multiverse.evaluation.tasks import KINDS, TASKS
 
 # settings that change no result, so a resume may change them: where the server is, how many requests are in
@@ -94,11 +94,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every flag, task name and path, before torch or the grader is imported (multiverse.cli calls this first)."""
+    args.settings = resolve_settings(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from multiverse.evaluation.session import Session
     from multiverse.evaluation.sources import load_problems
 
-    settings = resolve_settings(args)
+    settings = getattr(args, "settings", None) or resolve_settings(args)
     problems, data = load_problems(settings)  # a task that cannot be read fails here: nothing written yet
     out_dir = prepare_out(args, settings)
     return Session(settings, out_dir, args.progress, args.api_key).run(problems, data)
@@ -108,7 +113,6 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Every setting of the run, checked before any slow work (bad input raises UsageError naming the flag)."""
     from multiverse.demo import DEFAULT_MODEL
     from multiverse.evaluation.control_sweep import parse_sweep
-    from multiverse.evaluation.sweep import parse_budgets
     from multiverse.evaluation.tasks import is_file_task, parse_fields
 
     specs = [s.strip() for s in args.tasks.split(",") if s.strip()]

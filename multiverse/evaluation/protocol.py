@@ -78,3 +78,16 @@ def resolve(preset: str, given: dict[str, Any]) -> EvalConfig:
     if given.get("max_critical_tokens") is not None and given.get("max_new_tokens") is None:
         values["max_new_tokens"] = TOTAL_CAP * values["max_critical_tokens"]
     return EvalConfig(**values)
+
+
+def parse_budgets(spec: str) -> list[int]:
+    """"1024,2048,4096" -> [1024, 2048, 4096]: positive, distinct, increasing (given in any order)."""
+    try:
+        values = [int(x) for x in spec.split(",") if x.strip()]
+    except ValueError as err:
+        raise ValueError(f"--budgets {spec}: comma-separated integers, e.g. 1024,2048,4096") from err
+    if not values or min(values) < 1:
+        raise ValueError(f"--budgets {spec}: every budget must be a positive integer")
+    if len(set(values)) != len(values):
+        raise ValueError(f"--budgets {spec}: a budget is repeated")
+    return sorted(values)

@@ -12,24 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from multiverse.evaluation.backends.base import Backend
-from multiverse.evaluation.protocol import EvalConfig
+from multiverse.evaluation.protocol import EvalConfig, parse_budgets  # noqa: F401 - parse_budgets: its old home
 from multiverse.evaluation.records import RecordFile
 from multiverse.evaluation.report import show, summarise
 from multiverse.evaluation.runner import run_samples
 from multiverse.evaluation.tasks import Problem
-
-
-def parse_budgets(spec: str) -> list[int]:
-    """"1024,2048,4096" -> [1024, 2048, 4096]: positive, distinct, increasing (given in any order)."""
-    try:
-        values = [int(x) for x in spec.split(",") if x.strip()]
-    except ValueError as err:
-        raise ValueError(f"--budgets {spec}: comma-separated integers, e.g. 1024,2048,4096") from err
-    if not values or min(values) < 1:
-        raise ValueError(f"--budgets {spec}: every budget must be a positive integer")
-    if len(set(values)) != len(values):
-        raise ValueError(f"--budgets {spec}: a budget is repeated")
-    return sorted(values)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,10 @@ class NativeBackend:
             options: dict[str, Any] = {"device": device, "parallel": parallel, **engine_options}
             if backend != "native":  # the SGLang client's options (timeout_s, call_tokens, retries)
                 options.update(backend=backend, url=url, **(client or {}))
+            else:  # the threads `multiverse eval --threads` (or the caller) set stay as they are
+                import torch
+
+                options["threads"] = torch.get_num_threads()
             try:
                 lm = MultiverseLM(model, tokenizer, **options)
             except (ValueError, OSError) as err:  # unknown backend, unreachable server
@@ -53,7 +57,7 @@ class NativeBackend:
             while waiting or pending:
                 while waiting and len(pending) < window:
                     i = waiting.pop()
-                    pending[i] = self.lm.submit(prompts[i], self._params(decodings[i]))
+                    pending[i] = self.lm.submit(prompts[i], self._params(decodings[i]), raw=True)  # text: --no-chat, as is
                 self.lm.step()
                 for i, request in list(pending.items()):
                     if request.phase is Phase.FINISHED:
@@ -64,7 +68,7 @@ class NativeBackend:
                 self.lm.scheduler.abort(request.request_id)
 
     def generate_all(self, prompts: Sequence[Prompt], decodings: Sequence[Decoding]) -> list[Generation]:
-        outs = self.lm.generate(list(prompts), [self._params(d) for d in decodings])
+        outs = self.lm.generate(list(prompts), [self._params(d) for d in decodings], raw=True)
         return [to_generation(o) for o in outs]
 
     def _params(self, d: Decoding) -> Any:
@@ -83,7 +87,10 @@ class NativeBackend:
     def sequential(self) -> "NativeBackend":
         from engine.api import MultiverseLM
 
-        lm = MultiverseLM(self.lm.model, self.lm.tokenizer, parallel=False, **self.engine_options)  # same KV options
+        import torch
+
+        lm = MultiverseLM(self.lm.model, self.lm.tokenizer, parallel=False, threads=torch.get_num_threads(),
+                          **self.engine_options)  # same KV options, the threads the run has
         return NativeBackend(None, backend=self.name, url=self.url, parallel=False, lm=lm)
 
     def describe(self) -> dict[str, Any]:
