@@ -46,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop", action="append", default=[], help="a stop string (repeatable)")
     parser.add_argument("--max-paths", type=int, default=None, help="most paths per block (unset: the engine's)")
     parser.add_argument("--max-depth", type=int, default=None, help="deepest block nesting (unset: the engine's)")
-    parser.add_argument("--sequential", action="store_true", help="parallel=False: the sequential baseline")
+    parser.add_argument("--sequential", action="store_true", help="never fork (parallel=False): a diagnostic, not the "
+                        "baseline; the baseline is the autoregressive twin, --model multiverse/assets/tiny-autoregressive")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: the model's)")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                         help="cast the weights (unset: as stored)")
