@@ -112,7 +112,6 @@ def run(args: argparse.Namespace) -> int:
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Every setting of the run, checked before any slow work (bad input raises UsageError naming the flag)."""
     from multiverse.demo import DEFAULT_MODEL
-    from multiverse.evaluation.control_sweep import parse_sweep
     from multiverse.evaluation.tasks import is_file_task, parse_fields
 
     specs = [s.strip() for s in args.tasks.split(",") if s.strip()]
@@ -137,7 +136,11 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
 
     try:
         given["controls"] = controls.from_arguments(args)
-        sweep = parse_sweep(args.sweep) if args.sweep else None
+        sweep = None
+        if args.sweep:  # its module imports the runner: only when asked for
+            from multiverse.evaluation.control_sweep import parse_sweep
+
+            sweep = parse_sweep(args.sweep)
         protocol = resolve(args.preset, given)
         budgets = parse_budgets(args.budgets) if args.budgets else None
     except (TypeError, ValueError) as err:
