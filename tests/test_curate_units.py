@@ -249,3 +249,17 @@ def test_rate_limiter_waits_for_requests_and_tokens_to_leave_the_window() -> Non
     lim.settle(lim._booked[0], 10)  # the reply's usage was smaller than booked
     assert lim._wait(now[0], 50) == 0.0
     assert RateLimiter(None, 100, 10.0)._wait(0.0, 500) == 0.0  # an oversized request still runs into an empty window
+
+
+def test_the_sample_config_dry_runs_on_the_shipped_rows(monkeypatch, capsys) -> None:
+    """The README's `curate --dry-run` example: the 10 s1K rows in multiverse/data, no hub, no endpoint."""
+    from pathlib import Path
+
+    from multiverse.cli import main
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)  # the config names the file from the repository root
+    for name in ("OPENAI_BASE_URL", "OPENAI_MODEL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["curate", "--config", "data_pipeline/configs/s1k_sample.yaml", "--dry-run", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["dry_run"] and report["samples"] == 10 and report["calls"] > 10
