@@ -81,7 +81,9 @@ def wait_ready(proc: subprocess.Popen, url: str, limit: float = READY_LIMIT_S) -
     raise AssertionError(f"the server at {url} never became ready (exit status {proc.poll()})")
 
 
-def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+def wait_until(predicate: Any, timeout: float = HTTP_TIMEOUT_S) -> bool:
+    """Poll until `predicate()` holds; the bound is generous (a loaded machine is slow, not wrong), so a test waits
+    only as long as the state takes to arrive."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
