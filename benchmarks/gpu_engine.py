@@ -54,7 +54,7 @@ def exactness(model: Any, tok: Any, device: str, tolerance: float, blocks: int) 
         script = ScriptedProcessor(target, len(p_ids), tok)
         params.append(SamplingParams(max_new_tokens=4000, temperature=0.7, seed=1, logprobs=True, logits_processors=[script]))
     lm = MultiverseLM(model, tok, num_pages=2048, page_size=16)
-    outs = lm.generate(PROMPTS, params)
+    outs = lm.generate(PROMPTS, params, raw=True)  # the scripts start with tok(prompt): no chat template
     worst, positions, forks = 0.0, 0, 0
     for out, target, p in zip(outs, targets, params):
         if p.logits_processors[0].misses or out.prompt_token_ids + out.token_ids != target:

@@ -58,7 +58,8 @@ class MultiverseLM:
         self, model: Any = None, tokenizer: Any = None, device: Any = None, backend: str = "native",
         threads: int | None = None, **options: Any,
     ) -> None:
-        if model is None and tokenizer is None:  # the shipped default model, as the commands use
+        if model is None and tokenizer is None and backend == "native":  # the shipped default model, as the commands
+            # use (a SGLang client without a path reads the tokenizer from the server)
             from multiverse.demo import DEFAULT_MODEL
 
             model = str(DEFAULT_MODEL)
