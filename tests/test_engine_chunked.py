@@ -74,7 +74,7 @@ def test_a_long_prompt_samples_after_its_last_chunk_while_a_neighbour_decodes_ev
         if isinstance(event, Tokens):
             events.setdefault(event.request_id, []).append(step)
 
-    short = lm.submit("x", SamplingParams(max_new_tokens=60, ignore_eos=True, seed=1), sink)
+    short = lm.submit("x", SamplingParams(max_new_tokens=60, ignore_eos=True, seed=1), sink, raw=True)  # one token
     step = 1
     lm.step()  # the short prompt is prefilled and samples its first token
     long_ids = tok("the sum is 4 and so 12 " * 6)["input_ids"]
