@@ -82,6 +82,10 @@ def test_a_size_that_does_not_fit_in_memory_is_refused(model, tok):
         plan_kv(qwen25_05b(), torch.float32, EngineConfig(), CPU, available=200 << 20)  # < MIN_HEADROOM
     with pytest.raises(ValueError, match=r"kv_memory_fraction must be in \(0, 1\], got 1.5"):
         MultiverseLM(model, tok, kv_memory_fraction=1.5)
+    typed = EngineConfig.from_options(kv_memory_fraction="0.5", num_pages=None)  # typed like every engine option
+    assert (typed.kv_memory_fraction, typed.num_pages) == (0.5, None)
+    with pytest.raises(ValueError, match="kv_memory_fraction = 'half': input should be a valid number"):
+        EngineConfig.from_options(kv_memory_fraction="half")
 
 
 def test_the_default_pool_costs_no_resident_memory_until_used(model, tok, caplog):
