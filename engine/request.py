@@ -174,14 +174,23 @@ def close_open_paths(root: Branch, path_close: int, reason: str) -> None:
     follows), as many as its scanner needs to report PathEnd (sequential paths opened inside it close first).
 
     The final merged ids stay well formed, so the core's layout of them matches what the engine computed.
+    Under structure="constrained" a block whose paths were cut also gets its forced `<Conclusion></Conclusion>
+    </Parallel>` (after its paths in merged order: appended to the waiting branch's own tokens).
     """
     for branch in root.walk():
         if branch.status is Status.DEFERRED:  # a held-back path that never started: its forced prefix, then closed
             for token in branch.prefix:
                 branch.state.step(token)
+                if branch.guard is not None:
+                    branch.guard.step(token)
                 branch.tokens.append(token)
                 branch.logprobs.append(None)
             branch.status = Status.RUNNING
+        if branch.guard is not None and branch.status in (Status.RUNNING, Status.WAITING):
+            for token in branch.guard.closers():  # structure="constrained": a cut block still ends well formed
+                branch.tokens.append(token)
+                branch.logprobs.append(None)
+                branch.state.step(token)
         if branch.status in (Status.RUNNING, Status.WAITING) and branch.parent is not None:
             for _ in range(len(branch.tokens) + 1):  # bounded: each </Path> closes one open <Path>
                 branch.tokens.append(path_close)

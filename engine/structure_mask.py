@@ -88,6 +88,13 @@ class StructureGuard:
         banned = [x for x in every if x not in keep]
         return None, banned + (list(self.eos_ids) if not self.label and self.think == 1 else [])
 
+    def closers(self) -> list[int]:
+        """Forced tags that end the block this branch is in when a budget cuts it after its paths (its goal
+        complete): the merge's conclusion and `</Parallel>`. Empty elsewhere (a cut goal has no paths to close)."""
+        t = self.vocab.tags
+        return {Phase.WAIT: [t.conclusion_open, t.conclusion_close, t.parallel_close],
+                Phase.CONCLUSION: [t.conclusion_close, t.parallel_close], Phase.CLOSE: [t.parallel_close]}.get(self.phase, [])
+
     def _may_fork(self) -> bool:
         r = self.rules
         return r.parallel and (r.max_depth is None or self.depth + 1 <= r.max_depth)

@@ -12,7 +12,7 @@ from engine.params import SamplingParams
 from engine.structure_mask import Phase, StructureGuard
 from multiverse.attention.scanner import StructureRules
 from multiverse.demo import DEFAULT_MODEL
-from multiverse.evaluation.analysis import continuation_validity
+from multiverse.evaluation.analysis import continuation_validity, prefix_validity
 from multiverse.evaluation.grading import special_tokens
 from multiverse.evaluation.protocol import EvalConfig
 from multiverse.evaluation.runner import build_prompt
@@ -73,3 +73,27 @@ def test_shipped_model_off_task_and_held_out(one_thread):
     free = lm.generate(prompts, SamplingParams(max_new_tokens=1500, temperature=0))
     kept = lm.generate(prompts, SamplingParams(max_new_tokens=1500, temperature=0, structure="constrained"))
     assert [o.token_ids for o in free] == [o.token_ids for o in kept]  # valid greedy answers: the mask never binds
+
+
+def test_a_budget_cut_block_is_finished_with_its_conclusion(one_thread):
+    lm = MultiverseLM(str(DEFAULT_MODEL), check_integrity=True)
+    prompt = build_prompt(load_task("remainders", limit=1)[0], EvalConfig(), lm.tokenizer)
+    free, kept = (lm.generate([prompt], SamplingParams(max_new_tokens=60, temperature=0, structure=s))[0]
+                  for s in ("free", "constrained"))
+    assert free.finish_reason == kept.finish_reason == "length" and kept.stats.num_forks == 1
+    assert kept.raw_text == free.raw_text + "<Conclusion></Conclusion></Parallel>"  # forced, after the closed paths
+    assert prefix_validity(kept.raw_text).valid and not prefix_validity(free.raw_text + "</Think>").valid
+    assert lm.pool.num_used == 0
+
+
+@pytest.mark.parametrize(("text", "valid"), [
+    ("ab<Parallel>", True),
+    ("x<Parallel><Goal>y<Outline>1", True),  # a label cut before its ":"
+    ("x<Parallel><Goal><Outline>", True),
+    ("<Think><Parallel><Goal><Outline>1: a</Outline></Goal><Path>1: b</Path>", True),
+    ("x<Parallel><Goal><Outline>hello there", False),  # no label can follow
+    ("</Path>x", False),
+    ("<Parallel><Goal><Outline>1: a</Outline></Goal><Path>1: b</Path></Path>", False),
+])
+def test_prefix_validity_closes_only_what_a_cut_left_open(text, valid):
+    assert prefix_validity(text).valid is valid

@@ -47,8 +47,9 @@ _TAG = re.compile("|".join(re.escape(t) for t in TAGS))
 def closing_suffix(text: str) -> str:
     """Tags that finish a structure a budget cut short, without judging it: an open outline, goal, path or
     conclusion is closed, outlines without their paths get empty ones ("<Path>K:</Path>"), an open block gets
-    its conclusion and `</Parallel>`, an open `<Think>` its `</Think>` (a goal with no outline gets one)."""
-    stack: list[list] = []  # frames: ["think"] | ["path"] | ["block", phase, outline labels, paths written]
+    its conclusion and `</Parallel>`, an open `<Think>` its `</Think>` (a goal with no outline gets one, a label
+    cut before its ":" gets it)."""
+    stack: list[list] = []  # frames: ["think"] | ["path"] | ["block", phase, outline labels, paths written, outline start]
     for m in _TAG.finditer(text):
         tag = m.group(0)
         top = stack[-1] if stack else None
@@ -57,9 +58,11 @@ def closing_suffix(text: str) -> str:
             if tag == "<Path>" and len(stack) > 1 and stack[-2][0] == "block":
                 stack[-2][1], stack[-2][3] = "paths", stack[-2][3] + 1
         elif tag == "<Parallel>":
-            stack.append(["block", "goal", [], 0])
+            stack.append(["block", "opened", [], 0, 0])
+        elif tag == "<Goal>" and top and top[0] == "block":
+            top[1] = "goal"
         elif tag == "<Outline>" and top and top[0] == "block":
-            top[1] = "outline"
+            top[1], top[4] = "outline", m.end()
             label = LABEL_RE.match(text[m.end() : m.end() + 20])
             top[2].append(label.group(1) if label else str(len(top[2]) + 1))
         elif tag == "</Outline>" and top and top[0] == "block":
@@ -77,15 +80,18 @@ def closing_suffix(text: str) -> str:
         if frame[0] != "block":
             out.append(f"</{frame[0].capitalize()}>")
             continue
-        _, phase, labels, written = frame
+        _, phase, labels, written, start = frame
+        if phase == "opened":
+            out.append("<Goal>")
         if phase == "outline":
-            out.append("</Outline>")
-        if phase in ("goal", "outline"):
+            cut = text[start:]
+            out.append(("" if LABEL_RE.match(cut) else ":" if cut.strip() else f"{labels[-1]}:") + "</Outline>")
+        if phase in ("opened", "goal", "outline"):
             if not labels:
                 out.append("<Outline>1: x</Outline>")
                 labels = ["1"]
             out.append("</Goal>")
-        if phase in ("goal", "outline", "paths"):
+        if phase in ("opened", "goal", "outline", "paths"):
             out += [f"<Path>{label}:</Path>" for label in labels[written:]]
             out.append("<Conclusion>")
         if phase != "closed":
