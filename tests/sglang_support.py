@@ -1,6 +1,7 @@
 """Helpers of the SGLang backend tests: scripted nested multi-block targets, a real SGLang server on loopback."""
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
@@ -81,3 +82,11 @@ class SGLangServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
         self.log.close()
+
+
+def write_report(path: Path, name: str, figures: dict) -> None:
+    """Add one run's figures under `name` to the JSON report at `path` (and print them)."""
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[name] = figures
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    print(name, json.dumps(figures))

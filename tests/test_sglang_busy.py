@@ -11,7 +11,6 @@ Figures of each run go to stdout (`-s`) and to $MV_SGLANG_BUSY_REPORT (default /
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sglang_support import SGLangServer, scripted_targets  # noqa: E402
+from sglang_support import SGLangServer, scripted_targets, write_report  # noqa: E402
 
 from engine.api import MultiverseLM  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
@@ -37,13 +36,6 @@ pytestmark = [
 ]
 REPORT = Path(os.environ.get("MV_SGLANG_BUSY_REPORT", "/tmp/sglang-busy.json"))
 SMALL_POOL = 768  # KV slots: a few requests' sequences, far less than 16 requests in flight need
-
-
-def report(name: str, **figures) -> None:
-    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    data[name] = figures
-    REPORT.write_text(json.dumps(data, indent=1) + "\n")
-    print(name, json.dumps(figures))
 
 
 def server(tmp_path_factory, name: str, *extra: str):
@@ -107,10 +99,10 @@ def test_forty_requests_at_once_identical_to_native(roomy, native):
     for a, (_, t) in zip(want[32:], targets):
         assert a.prompt_token_ids + a.token_ids == t  # the scripted ones wrote their whole nested targets
     merges = [b.stats.num_merges for b in got]
-    report("forty_at_once", requests=len(got), identical=sum(a.token_ids == b.token_ids for a, b in zip(want, got)),
+    write_report(REPORT, "forty_at_once", dict(requests=len(got), identical=sum(a.token_ids == b.token_ids for a, b in zip(want, got)),
            merges=sum(merges), merges_exact=sum(b.stats.merges_exact for b in got),
            prefill_per_merge=sorted({x for b in got for x in b.stats.merge_prefill_tokens}),
-           generated_tokens=sum(b.stats.generated_tokens for b in got), wall_s=round(wall, 1))
+           generated_tokens=sum(b.stats.generated_tokens for b in got), wall_s=round(wall, 1)))
     assert sum(merges[:32]) >= 20 and min(merges[32:]) >= 2  # the task model answers in blocks; scripts nest
 
 
@@ -136,7 +128,7 @@ def test_eviction_in_a_small_pool_reissues_and_stays_exact(cramped, native):
                              merges_recomputed=sum(b.stats.merges_recomputed for b in got), wall_s=round(wall, 1))
     # merges_recomputed here: a merge call that prefilled more than its <Conclusion> because path 1's own tail was
     # evicted; those tokens see only the prefix and path 1, so SGLang's causal extend computes them exactly
-    report("small_pool", max_total_tokens=SMALL_POOL, **figures)
+    write_report(REPORT, "small_pool", dict(max_total_tokens=SMALL_POOL, **figures))
     assert all(x or y for x, y in outcomes)  # exact, or refused by name; never wrong tokens
     evicted = sum(f["merges_reissued"] + f["refused_by_name"] for f in figures.values())
     assert evicted > 0 and sum(x for x, _ in outcomes) > 0  # the pool did evict; requests still completed exactly
