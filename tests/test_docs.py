@@ -39,6 +39,13 @@ def test_the_api_snippet_runs_as_written_and_answers(tmp_path):
     assert float(dop) > 1.5  # it forked: one path per remainder
 
 
+def test_every_python_block_of_the_readme_is_run_above():
+    starts = [m.start() for m in re.finditer(r"```python\n", README)]
+    tested = [README.index(h) for h in ("## The core", "From Python:")]
+    assert len(starts) == len(tested), "a new ```python block in README.md: run it in a test here"
+    assert all(a < b for a, b in zip(tested, starts))  # the blocks block_after() finds are those two
+
+
 def test_no_machine_paths_in_the_readmes():
     for readme in ROOT.glob("**/README.md"):
         text = readme.read_text(encoding="utf-8")
