@@ -55,14 +55,7 @@ def check(values: dict[str, Any]) -> dict[str, Any]:
     for name, choices in (("structure", STRUCTURES), ("merge", MERGES)):
         if values[name] not in choices:
             raise _error(name, values[name], f"must be one of {', '.join(repr(c) for c in choices)}")
-    for name in sorted(PENDING):
-        if out[name] != DEFAULTS[name]:
-            raise _error(name, out[name], "is not implemented on this engine yet (leave it at its default)")
     return out
-
-
-# Controls whose engine side has not landed yet: refused by name rather than accepted and ignored.
-PENDING: set[str] = set()
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
