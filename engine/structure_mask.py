@@ -89,11 +89,36 @@ class StructureGuard:
         return None, banned + (list(self.eos_ids) if not self.label and self.think == 1 else [])
 
     def closers(self) -> list[int]:
-        """Forced tags that end the block this branch is in when a budget cuts it after its paths (its goal
-        complete): the merge's conclusion and `</Parallel>`. Empty elsewhere (a cut goal has no paths to close)."""
+        """Forced tags that end the block this branch is in when a budget cuts it. After the paths (goal
+        complete): the merge's conclusion and `</Parallel>`. In the Map stage (no path forked yet): the rest of
+        the open outline's label, `</Outline></Goal>`, an empty `<Path>K:</Path>` per outline, then the conclusion,
+        so the cut block stays well formed (every one of these tokens is forced, none sampled)."""
         t = self.vocab.tags
-        return {Phase.WAIT: [t.conclusion_open, t.conclusion_close, t.parallel_close],
-                Phase.CONCLUSION: [t.conclusion_close, t.parallel_close], Phase.CLOSE: [t.parallel_close]}.get(self.phase, [])
+        tail = [t.conclusion_open, t.conclusion_close, t.parallel_close]
+        if self.phase is Phase.WAIT:
+            return tail
+        if self.phase is Phase.CONCLUSION:
+            return tail[1:]
+        if self.phase is Phase.CLOSE:
+            return tail[2:]
+        if self.phase not in (Phase.OPENED, Phase.GOAL, Phase.LABEL, Phase.OUTLINE):
+            return []
+        out = [t.goal_open] if self.phase is Phase.OPENED else []
+        count = self.outlines
+        if self.phase is Phase.LABEL:
+            out += self.forced + [t.outline_close]
+        elif self.phase is Phase.OUTLINE:
+            out.append(t.outline_close)
+        elif count == 0:  # a goal needs an outline: an empty one with its label
+            count = 1
+            out += [t.outline_open] + self.vocab.encode(f"{self._name(1)}:") + [t.outline_close]
+        out.append(t.goal_close)
+        for k in range(1, count + 1):
+            out += [t.path_open] + self.vocab.encode(f"{self._name(k)}:") + [t.path_close]
+        return out + tail
+
+    def _name(self, k: int) -> str:
+        return f"{self.label}.{k}" if self.label else str(k)
 
     def _may_fork(self) -> bool:
         r = self.rules
@@ -118,8 +143,7 @@ class StructureGuard:
             self.phase = Phase.GOAL
         elif token == t.outline_open and phase is Phase.GOAL:
             self.outlines += 1
-            name = f"{self.label}.{self.outlines}" if self.label else str(self.outlines)
-            self.forced = self.vocab.encode(f"{name}:")
+            self.forced = self.vocab.encode(f"{self._name(self.outlines)}:")
             self.phase = Phase.LABEL
         elif token == t.outline_close and phase is Phase.OUTLINE:
             self.phase = Phase.GOAL

@@ -97,3 +97,16 @@ def test_a_budget_cut_block_is_finished_with_its_conclusion(one_thread):
 ])
 def test_prefix_validity_closes_only_what_a_cut_left_open(text, valid):
     assert prefix_validity(text).valid is valid
+
+
+def test_closers_finish_a_block_cut_in_its_map_stage(tok):
+    vocab = StructureVocab.from_tokenizer(tok)
+    t = vocab.tags
+    g = StructureGuard(vocab, StructureRules(), frozenset({tok.eos_token_id})).child("2")
+    for token in [t.path_open] + vocab.encode("2: a ") + [t.parallel_open, t.goal_open, t.outline_open] + vocab.encode("2")[:1]:
+        g.step(token)
+    closed = tok.decode(vocab.encode("<Path>2: a ") + [t.parallel_open, t.goal_open, t.outline_open] + vocab.encode("2")[:1]
+                        + g.closers() + [t.path_close])
+    assert closed.endswith("<Outline>2.1:</Outline></Goal><Path>2.1:</Path><Conclusion></Conclusion></Parallel></Path>")
+    assert prefix_validity("<Parallel><Goal><Outline>1: x</Outline><Outline>2: y</Outline></Goal><Path>1: q</Path>"
+                           + closed + "<Conclusion></Conclusion></Parallel>").valid
