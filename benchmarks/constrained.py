@@ -1,7 +1,7 @@
 """structure="constrained" at temperature 1.5: invalid structures out of N generations, free against constrained.
 
-Two models: a random tiny model (max_depth 1, so a budget never cuts a nested goal, which the engine closes
-with a bare </Path>) and the shipped model on off-task prompts (nesting as the model likes). Validity: the core's
+Two models: a random tiny model (max_depth 1) and the shipped model on off-task prompts, each a user turn
+(nesting as the model likes). Validity: the core's
 parser on the final text with what the budget left open closed, after the prompt when the prompt opened a block
 (multiverse.evaluation.analysis.continuation_validity).
 Prints ONE JSON line.
