@@ -15,7 +15,16 @@ per_call_cold_ms, the same calls with the CPU caches flushed before each step (t
 ids are O(N) lists that the replay walks between the plugin's steps, so a longer sequence leaves colder caches:
 flushed, every length starts equal and what remains is the plugin's own work); p50_ms, p90_ms, decode_us_per_token (the hook's per-step work), new_tokens (mean tokens a call decodes),
 scanned_tokens (mean tokens the plugin's scan goes over per call: what it costs, free of timing noise),
-whole_scan_ms (the same calls scanning everything), calls, seeds, ratio_32k_1k, cold_ratio_32k_1k. Times are this thread's CPU
+whole_scan_ms (the same calls scanning everything), segment_ms (only the full segments that are no merge: each
+scans exactly cap + 1 tokens, so every length times equal work; segment_calls of them),
+merge_scanned_tokens (mean tokens a merge call scans: the closed block's paths 2..n, which no earlier call of
+this sequence scanned; longer traces close bigger blocks, so a merge costs more at 32K than in the first 1K),
+calls, seeds, ratio_32k_1k, cold_ratio_32k_1k, segment_ratio_32k_1k.
+
+What per_call_ms times is the plugin's functions only (replay.py stops the clock around the stand-in tree's
+match and insert). Its growth from 1K to 32K has two parts, both reported, neither hidden: merge calls scan
+bigger blocks (merge_scanned_tokens; O(block), not O(sequence)), and equal work runs in colder caches beside
+a longer sequence (segment_ms; with the caches flushed, per_call_cold_ms, the lengths are even). Times are this thread's CPU
 time with Python's garbage collector paused during the replay: on a loaded machine wall time counts other
 processes, and collections triggered by the stand-in tree's allocations would land on whichever plugin call
 allocates next.
@@ -77,6 +86,7 @@ def cold(n: int, args: argparse.Namespace, vocab: StructureVocab, rules: Structu
 def measure(n: int, args: argparse.Namespace, tok, vocab: StructureVocab, rules: StructureRules) -> dict:
     """Replay the first n tokens of seed after seed until min_calls calls at n/2..n tokens were timed."""
     late, sample, added, scanned, decode_s, seeds = [], [], [], [], 0.0, 0
+    segment, merge_scan = [], []  # full segments' ms (equal work at every length); merges' scanned tokens
     while len(late) < args.min_calls:
         ids = nested_trace(seeds, tok)[:n]
         seeds += 1
@@ -90,6 +100,10 @@ def measure(n: int, args: argparse.Namespace, tok, vocab: StructureVocab, rules:
                     added.append(len(served.call.out))
                     scanned.append(served.scanned)
                     decode_s += served.decode_seconds
+                    if served.plan is None and served.scanned == args.cap + 1 and len(served.call.out) == args.cap:
+                        segment.append(served.seconds * 1e3)
+                    if served.plan is not None:
+                        merge_scan.append(served.scanned)
         finally:
             gc.enable()
     step = max(1, len(sample) // args.whole_sample)
@@ -108,6 +122,9 @@ def measure(n: int, args: argparse.Namespace, tok, vocab: StructureVocab, rules:
         "new_tokens": round(statistics.fmean(added), 1),
         "scanned_tokens": round(statistics.fmean(scanned), 1),
         "whole_scan_ms": round(statistics.fmean(whole), 3),
+        "segment_ms": round(statistics.fmean(segment), 4) if segment else None,
+        "segment_calls": len(segment),
+        "merge_scanned_tokens": round(statistics.fmean(merge_scan), 1) if merge_scan else None,
         "calls": len(late),
         "seeds": seeds,
     }
@@ -129,6 +146,8 @@ def main() -> None:
     if {"1024", "32768"} <= out["per_call_ms"].keys():
         out["ratio_32k_1k"] = round(out["per_call_ms"]["32768"] / out["per_call_ms"]["1024"], 3)
         out["cold_ratio_32k_1k"] = round(out["per_call_cold_ms"]["32768"] / out["per_call_cold_ms"]["1024"], 3)
+        if out["segment_ms"]["1024"] and out["segment_ms"]["32768"]:
+            out["segment_ratio_32k_1k"] = round(out["segment_ms"]["32768"] / out["segment_ms"]["1024"], 3)
     print(json.dumps(out))
 
 
