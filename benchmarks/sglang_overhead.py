@@ -8,7 +8,9 @@ sequence at match and at extend (what the plugin did before the scan states).
 
 One trace shape for every length: 64 top-level blocks over ~128K tokens (nested 2 deep, up to 4 paths). The
 figure for N tokens averages the calls made while the sequence holds N/2..N tokens, on the first N tokens of
-as many seeds' traces as it takes to see --min-calls calls, so every length sees the same kind of calls.
+as many seeds' traces as it takes to see --min-calls calls. The calls are of the same kinds but not in the same
+mix: few blocks close in the first 1K tokens of these traces, and small ones, so the 1K figure holds few merge
+calls and cheap ones.
 
 Prints ONE JSON line: per_call_ms {N: mean ms per call (match_prefix, merge, extend positions, insert)};
 per_call_cold_ms, the same calls with the CPU caches flushed before each step (the stand-in tree and the call's
@@ -18,13 +20,14 @@ scanned_tokens (mean tokens the plugin's scan goes over per call: what it costs,
 whole_scan_ms (the same calls scanning everything), segment_ms (only the full segments that are no merge: each
 scans exactly cap + 1 tokens, so every length times equal work; segment_calls of them),
 merge_scanned_tokens (mean tokens a merge call scans: the closed block's paths 2..n, which no earlier call of
-this sequence scanned; longer traces close bigger blocks, so a merge costs more at 32K than in the first 1K),
+this sequence scanned; null where no merge was timed),
 calls, seeds, ratio_32k_1k, cold_ratio_32k_1k, segment_ratio_32k_1k.
 
 What per_call_ms times is the plugin's functions only (replay.py stops the clock around the stand-in tree's
 match and insert). Its growth from 1K to 32K has two parts, both reported, neither hidden: merge calls scan
-bigger blocks (merge_scanned_tokens; O(block), not O(sequence)), and equal work runs in colder caches beside
-a longer sequence (segment_ms; with the caches flushed, per_call_cold_ms, the lengths are even). Times are this thread's CPU
+their block (merge_scanned_tokens; O(block), not O(sequence)), few and small in the 1K figure, and equal work
+runs in colder caches beside a longer sequence (segment_ms; with the caches flushed, per_call_cold_ms, the
+lengths come closer). Times are this thread's CPU
 time with Python's garbage collector paused during the replay: on a loaded machine wall time counts other
 processes, and collections triggered by the stand-in tree's allocations would land on whichever plugin call
 allocates next.
