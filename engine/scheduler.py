@@ -2,10 +2,11 @@
 
 One step = admit -> ONE forward over every branch with pending tokens (prefills, decodes, forced tokens) ->
 sample every running branch -> apply each token (stops, budgets, fork, path end, merge) -> retire finished
-requests. Memory: a request is admitted while `reserve_pages` stay free; when a step needs a page and none is
-free, the newest request that is younger than the one in need is preempted (freed entirely and requeued; it
-restarts with the same seed and reproduces its output). The oldest running request therefore always
-progresses; if it alone cannot fit, it finishes with `out_of_memory`. No path leaks pages: `check_integrity`.
+requests. Fork and merge live in `engine/forking.py`, admission and preemption in `engine/admission.py`.
+Memory: a request is admitted while `reserve_pages` stay free; when a step needs a page and none is free, the
+newest request that is younger than the one in need is preempted (freed entirely and requeued; it restarts
+with the same seed and reproduces its output). The oldest running request therefore always progresses; if it
+alone cannot fit, it finishes with `out_of_memory`. No path leaks pages: `check_integrity`.
 
 Admission: a waiting request that does not fit is skipped and younger ones behind it may start, but at most
 `admission_skip_limit` times; after that nothing behind it starts until it does (no head-of-line blocking,
@@ -22,21 +23,20 @@ import time
 from collections import deque
 from dataclasses import replace
 
-from engine import path_cap, refresh
+from engine.admission import AdmissionMixin
 from engine.branch import Branch, Status
-from engine.structure_mask import StructureGuard
 from engine.config import EngineConfig
 from engine.detok import TextCodec
-from engine.events import BranchClosed, BranchOpened, Event, Finished, Merged, Restarted, Tokens
+from engine.forking import ForkMergeMixin
+from engine.events import BranchClosed, Event, Finished, Tokens
 from engine.kv_pool import KVPool
 from engine.request import Phase, Request, close_open_paths, open_paths
 from engine.result import RequestOutput, Stats
 from engine.runner import ModelRunner
-from engine.chunking import admission_budget, plan_step
-from engine.positions import closers, fork_reach, no_room, position_cap, reach, reach_after
+from engine.chunking import plan_step
+from engine.positions import fork_reach, no_room, reach, reach_after
 from engine.sampling import sample
 from engine.stops import StopChecker
-from multiverse.attention import layout
 from multiverse.attention.scanner import Fallback, Fork, PathEnd
 from multiverse.encode import fork_prefix_ids
 from multiverse.tags import StructureVocab
@@ -46,7 +46,10 @@ class EngineError(RuntimeError):
     """A step failed for every request in it (the shared forward raised); those requests finished "error"."""
 
 
-class Scheduler:
+class Scheduler(AdmissionMixin, ForkMergeMixin):
+    """The step loop, token handling and finishing; admission/preemption live in `engine/admission.py`,
+    fork/merge in `engine/forking.py` (mixins without state of their own: this class owns every field)."""
+
     def __init__(
         self,
         runner: ModelRunner,
@@ -151,90 +154,6 @@ class Scheduler:
         if not self.running:
             assert self.pool.num_used == 0, f"{self.pool.num_used} pages leaked with no request running"
 
-    # ------------------------------------------------------------------ admission and memory
-    def _admit(self) -> list[Request]:
-        """Start waiting requests in order; one that does not fit is skipped (younger ones may pass it) until
-        it has been passed `admission_skip_limit` times, then it blocks the queue until it fits."""
-        done: list[Request] = []
-        budget = self._admission_budget()
-        capacity = self.pool.num_pages - self.config.reserve_pages
-        free = self.pool.num_free - self.config.reserve_pages
-        blocked: list[Request] = []
-        for request in list(self.waiting):
-            if len(self.running) >= self.config.max_running or budget <= 0:
-                break  # a prompt starts only if the step's token budget has room for its first chunk
-            n = len(request.prompt_ids)
-            need = self.pool.pages_for(n, 0)
-            if need > capacity:  # can never fit, whatever finishes: refuse instead of waiting forever
-                self.waiting.remove(request)
-                self._finish(request, "out_of_memory")
-                done.append(request)
-                continue
-            if need > free:
-                blocked.append(request)
-                if request.num_skips >= self.config.admission_skip_limit:
-                    break  # it waited long enough: nothing younger passes it now
-                continue
-            self.waiting.remove(request)
-            for older in blocked:
-                older.num_skips += 1
-            budget -= n
-            free -= need
-            try:
-                self._start(request)
-            except Exception as err:  # noqa: BLE001 - e.g. its events' sink raised: it alone ends
-                self._fail(request, err)
-                done.append(request)
-        return done
-
-    def _admission_budget(self) -> int:
-        return admission_budget(self.running, self.config.max_batch_tokens)
-
-    def _start(self, request: Request) -> None:
-        if request.num_preemptions:
-            self._emit(request, Restarted(request.request_id))
-        root = request.start(self.vocab)
-        if request.params.structure == "constrained":
-            root.guard = StructureGuard(self.vocab, root.state.rules, self.eos_ids)
-        for token in request.prompt_ids:
-            root.state.step(token)  # the prompt sets the scanner's phase; the engine never forks inside it
-            root.push(self.pool, token, None)
-        lay = layout(request.prompt_ids, self.vocab, rules=request.rules)
-        if bool((lay.hidden_hi > lay.hidden_lo).any()) or lay.fallbacks:
-            # The prompt holds complete forked blocks (e.g. an earlier answer): prefill it with the core's
-            # positions and mask, exactly as training lays it out; what follows sees the whole prompt.
-            root.pending_pos = lay.positions.tolist()
-            root.state.position = root.pending_pos[-1]
-            root.prefill_mask = lay.dense()
-        request.prompt_position = root.state.position
-        request.max_position = root.state.position
-        request.position_cap, request.cap_reason = position_cap(
-            root.state.position, request.params.max_critical_tokens, self.max_positions
-        )
-        self.running.append(request)
-
-    def _make_room(self, request: Request, pages: int) -> bool:
-        """Free `pages` by preempting requests admitted after `request`; False if `request` must yield."""
-        while self.pool.num_free < pages:
-            index = self.running.index(request)
-            younger = [r for r in self.running[index + 1 :] if r.phase is Phase.RUNNING]
-            if not younger:
-                if any(r.phase is Phase.RUNNING for r in self.running[:index]):
-                    self._preempt(request)
-                else:
-                    self._finish(request, "out_of_memory")
-                return False
-            self._preempt(younger[-1])
-        return True
-
-    def _preempt(self, request: Request) -> None:
-        for branch in request.branches():
-            branch.release(self.pool)
-        request.phase = Phase.WAITING
-        request.num_preemptions += 1
-        self.running.remove(request)
-        self.waiting.appendleft(request)
-
     # ------------------------------------------------------------------ tokens
     def _on_token(self, request: Request, branch: Branch, token: int, logprob: float) -> None:
         is_eos = token in self.eos_ids and not request.params.ignore_eos
@@ -315,117 +234,6 @@ class Scheduler:
             request.fallbacks.append(event.reason)
         elif isinstance(event, PathEnd):
             self._path_end(request, branch, event)
-
-    def _fork(self, request: Request, parent: Branch, event: Fork, prefixes: list[list[int]]) -> None:
-        """Children share the parent's pages (its </Goal> included) and start with <Path> LABEL ":" forced.
-
-        Exception-safe: the children are attached to the tree only when all of them are built; if building
-        one fails (e.g. no page for its prefix), every page reference taken so far is dropped again.
-        """
-        children: list[Branch] = []
-        confidences = [1.0] * len(prefixes)  # label order unless a cap asks for the outlines' confidences
-        if path_cap.capped(request.params):
-            found = path_cap.outline_confidences(parent.tokens, parent.logprobs, self.vocab.tags)
-            confidences = found if len(found) == len(prefixes) else confidences
-        order, limit = path_cap.plan(confidences, request.params)
-        held = set(order[limit:]) if limit is not None else set()
-        try:
-            for i, (label, prefix) in enumerate(zip(event.labels, prefixes)):
-                child = parent.fork_child(self.pool, label, parent.state.child(event.goal_position))
-                children.append(child)
-                child.key = f"{parent.key}>{len(parent.forks)}/{label}" if parent.key else f"{len(parent.forks)}/{label}"
-                child.generator = request.generator_for(child.key)
-                child.prefix = prefix
-                child.guard = parent.guard.child(label) if parent.guard is not None else None
-                child.owed = parent.owed + closers(parent)
-                if i in held:
-                    child.status = Status.DEFERRED
-                else:
-                    self._place_prefix(child)
-        except BaseException:
-            for child in children:
-                child.release(self.pool)
-            raise
-        parent.status = Status.WAITING
-        parent.forks.append((len(parent.tokens), children))
-        parent.queue = [children[i] for i in order if i in held]
-        request.num_forks += 1
-        for child in children:
-            self._emit(request, BranchOpened(request.request_id, child.label, parent.label))
-            if child.status is not Status.DEFERRED:
-                self._started(request, child)
-
-    def _place_prefix(self, child: Branch) -> None:
-        for token in child.prefix:
-            child.state.step(token)
-            child.push(self.pool, token, None)
-
-    def _started(self, request: Request, child: Branch) -> None:
-        request.max_position = max(request.max_position, child.state.position)
-        self._emit_tokens(request, child, child.prefix, True)
-
-    def _start_held(self, request: Request, parent: Branch) -> None:
-        """A path closed: the next held-back sibling starts (its forced prefix gets pages and decodes next step)."""
-        if not parent.queue:
-            return
-        child = parent.queue[0]
-        if not self._make_room(request, self.pool.pages_for(len(child.prefix), 0)):
-            return
-        parent.queue.pop(0)
-        child.status = Status.RUNNING
-        self._place_prefix(child)
-        self._started(request, child)
-
-    def _path_end(self, request: Request, branch: Branch, event: PathEnd) -> None:
-        branch.end_position = event.position
-        branch.status = Status.CLOSING
-        branch.finish_reason = branch.finish_reason or "path_end"
-        self._emit(request, BranchClosed(request.request_id, branch.label, branch.finish_reason))
-        parent = branch.parent
-        siblings = parent.forks[-1][1]
-        self._start_held(request, parent)
-        if request.phase is Phase.RUNNING and all(s.status is Status.CLOSING for s in siblings):
-            self._merge(request, parent, siblings)
-
-    def _merge(self, request: Request, parent: Branch, children: list[Branch]) -> None:
-        """Parent reads prefix + child 1 + ... + child n (KV as computed); <Conclusion> forced at m + 1."""
-        if request.params.merge == "refresh":
-            return self._merge_refresh(request, parent, children)
-        m = max(c.end_position for c in children)
-        if m + 1 + closers(parent) + parent.owed > request.position_cap:  # no room for <Conclusion>
-            self._finish(request, request.cap_reason)
-            return
-        if not self._make_room(request, self.pool.pages_for(1, children[-1].tail_free)):
-            return
-        parent.absorb(self.pool, children)
-        for child in children:
-            child.status = Status.DONE
-        parent.state.merged(m)
-        parent.status = Status.RUNNING
-        request.num_merges += 1
-        self._emit(request, Merged(request.request_id, parent.label, tuple(c.label for c in children)))
-        self._consume(request, parent, self.vocab.tags.conclusion_open, None)
-
-    def _merge_refresh(self, request: Request, parent: Branch, children: list[Branch]) -> None:
-        """merge="refresh" (engine/refresh.py): the children's KV is dropped, the joined paths are re-encoded."""
-        tokens = refresh.joined(children)
-        if parent.state.position + len(tokens) + 1 + closers(parent) + parent.owed > request.position_cap:
-            self._finish(request, request.cap_reason)  # the re-encoded paths and <Conclusion> would pass the cap
-            return
-        for child in children:  # its last </Path> may still be pending: it is re-encoded, never written to its slot
-            child.release(self.pool)
-            child.pending_ids.clear()
-            child.pending_pos.clear()
-            child.status = Status.DONE
-        if not self._make_room(request, self.pool.pages_for(len(tokens) + 1, parent.tail_free)):
-            return
-        last = refresh.reencode(self.pool, parent, tokens)
-        parent.state.merged(last)
-        parent.status = Status.RUNNING
-        request.num_merges += 1
-        request.refreshed_tokens.append(len(tokens))
-        self._emit(request, Merged(request.request_id, parent.label, tuple(c.label for c in children)))
-        self._consume(request, parent, self.vocab.tags.conclusion_open, None)
 
     # ------------------------------------------------------------------ finish
     def _fail(self, request: Request, err: BaseException) -> None:
