@@ -10,10 +10,25 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from multiverse.encode import encode_trace
 
-LAUNCH = Path("/work/shared/tools/sglang-cpu/launch.sh")
+# Opt-in: both paths come from the environment, never from this machine's layout.
+VENV = os.environ.get("MV_SGLANG_VENV")  # a venv with SGLang 0.5.23 and this checkout installed (--no-deps -e .)
+LAUNCH = os.environ.get("MV_SGLANG_LAUNCH")  # the script that starts it: LAUNCH VENV MODEL PORT [server args]
+
+
+def needs_sglang(timeout_s: int) -> list:
+    """The marks of a real-SGLang test module: marker `sglang`, skipped unless both variables name real files."""
+    ready = bool(VENV and LAUNCH and Path(VENV, "bin", "python").exists() and Path(LAUNCH).is_file())
+    why = "MV_SGLANG_VENV (a venv) and MV_SGLANG_LAUNCH (its launch script) are not both set"
+    return [pytest.mark.sglang, pytest.mark.skipif(not ready, reason=why), pytest.mark.timeout(timeout_s)]
+
+
+def report_path(variable: str) -> Path | None:
+    """Where a test module's figures go besides stdout: the file $variable names, if any."""
+    return Path(os.environ[variable]) if os.environ.get(variable) else None
 WORDS = ["the sum", " is 4", " check x", " so 12", " area 6", " case one", " then 7", " answer"]
 
 
@@ -48,7 +63,7 @@ def free_port() -> int:
 
 
 class SGLangServer:
-    """A real SGLang server (../shared/tools/sglang-cpu/launch.sh) on loopback; stops itself on close()."""
+    """A real SGLang server ($MV_SGLANG_LAUNCH) on loopback; stops itself on close()."""
 
     def __init__(self, venv: str, model: str, plugin: bool, log: Path, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
@@ -84,9 +99,10 @@ class SGLangServer:
         self.log.close()
 
 
-def write_report(path: Path, name: str, figures: dict) -> None:
-    """Add one run's figures under `name` to the JSON report at `path` (and print them)."""
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[name] = figures
-    path.write_text(json.dumps(data, indent=1) + "\n")
+def write_report(path: Path | None, name: str, figures: dict) -> None:
+    """Print one run's figures and, with a path, add them under `name` to the JSON report there."""
     print(name, json.dumps(figures))
+    if path is not None:
+        data = json.loads(path.read_text()) if path.exists() else {}
+        data[name] = figures
+        path.write_text(json.dumps(data, indent=1) + "\n")

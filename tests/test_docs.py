@@ -49,7 +49,7 @@ def test_every_python_block_of_the_readme_is_run_above():
 def test_no_machine_paths_in_the_readmes():
     for readme in ROOT.glob("**/README.md"):
         text = readme.read_text(encoding="utf-8")
-        assert not re.search(r"(?<![.\w])/(work|home|root|Users)/", text), readme  # ../shared, not a machine path
+        assert not re.search(r"(?<![.\w])/(work|home|root|Users)/", text), readme  # relative paths only: a clone has no machine layout
 
 
 def test_ci_runs_the_readme_commands_in_a_fresh_clone():
@@ -57,7 +57,7 @@ def test_ci_runs_the_readme_commands_in_a_fresh_clone():
     assert "multiverse generate" in first and "python -m pytest" in second
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert first in ci and second in ci
-    assert "git clone" in ci and "mktemp -d" in ci and "-m venv" in ci  # a temporary folder: no ../shared beside it
+    assert "git clone" in ci and "mktemp -d" in ci and "-m venv" in ci  # a temporary folder: nothing beside the clone
 
 
 def test_install_section_matches_the_pin():

@@ -88,7 +88,7 @@ def _args(*argv: str) -> argparse.Namespace:
         (["--tasks", "aime26"], "--tasks: unknown 'aime26'"),
         (["--tasks", "missing.jsonl"], "--tasks missing.jsonl: no such file"),
         (["--field", "question=q,answer=a"], "--field applies to task files"),
-        (["--model", "/no/such/model"], "--model /no/such/model: no such directory"),
+        (["--model", "no/such/model/dir"], "--model no/such/model/dir: no such directory"),
         (["--temperature", "-1"], "temperature must be >= 0"),
         (["--compare-sequential", "--backend", "openai", "--url", "http://x/v1"], "--compare-sequential needs"),
         (["--request-extra", "{bad"], "--request-extra: not JSON"),

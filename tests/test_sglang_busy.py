@@ -1,5 +1,4 @@
-"""The plugin under load, against a REAL SGLang 0.5.23 server (marker `sglang`; skipped unless MV_SGLANG_VENV
-names a venv made by ../shared/tools/sglang-cpu/install.sh with this checkout installed in it).
+"""The plugin under load, against a REAL SGLang 0.5.23 server (marker `sglang`; skipped unless MV_SGLANG_VENV and MV_SGLANG_LAUNCH are set: see tests/sglang_support.py).
 
 - 32 task questions and 8 scripted nested requests at once on one server: every request token-identical to
   the native engine, every merge exact (1 token prefilled: the forced <Conclusion>).
@@ -7,11 +6,10 @@ names a venv made by ../shared/tools/sglang-cpu/install.sh with this checkout in
   are evicted before their merges and the plugin refuses those merges by name; the client re-issues a refused
   merge call, not a later call whose prefix lost a whole merged block, so every request is token-identical to
   native or ends with the refusal by name, never with other tokens, and nothing hangs.
-Figures of each run go to stdout (`-s`) and to $MV_SGLANG_BUSY_REPORT (default /tmp/sglang-busy.json).
+Figures of each run go to stdout (`-s`) and to $MV_SGLANG_BUSY_REPORT (when set).
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sglang_support import SGLangServer, scripted_targets, write_report  # noqa: E402
+from sglang_support import VENV, SGLangServer, needs_sglang, report_path, scripted_targets, write_report  # noqa: E402
 
 from engine.api import MultiverseLM  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
@@ -28,13 +26,8 @@ from engine.sglang.plugin.script import script_params  # noqa: E402
 from multiverse.demo import DEFAULT_MODEL  # noqa: E402
 from multiverse.demo.remainders import held_out_rows  # noqa: E402
 
-VENV = os.environ.get("MV_SGLANG_VENV")
-pytestmark = [
-    pytest.mark.sglang,
-    pytest.mark.skipif(not VENV or not Path(VENV, "bin", "python").exists(), reason="MV_SGLANG_VENV is not a venv"),
-    pytest.mark.timeout(3600),
-]
-REPORT = Path(os.environ.get("MV_SGLANG_BUSY_REPORT", "/tmp/sglang-busy.json"))
+pytestmark = needs_sglang(3600)
+REPORT = report_path("MV_SGLANG_BUSY_REPORT")
 SMALL_POOL = 768  # KV slots: a few requests' sequences, far less than 16 requests in flight need
 
 

@@ -1,5 +1,5 @@
 """The SGLang backend against a REAL SGLang 0.5.23 server on loopback (marker `sglang`; skipped unless
-MV_SGLANG_VENV names a venv made by ../shared/tools/sglang-cpu/install.sh, with this checkout installed in it:
+MV_SGLANG_VENV and MV_SGLANG_LAUNCH are set: see tests/sglang_support.py:
 `$MV_SGLANG_VENV/bin/pip install --no-deps -e .`).
 
 With the plugin: SPEC §5 through SGLang: tokens identical to the native engine and logprobs within 1e-4 on the
@@ -9,7 +9,6 @@ Without the plugin: the approximate route is refused unless asked for; asked for
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sglang_support import SGLangServer, scripted_targets  # noqa: E402
+from sglang_support import VENV, SGLangServer, needs_sglang, report_path, scripted_targets, write_report  # noqa: E402
 
 from engine.api import MultiverseLM  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
@@ -32,13 +31,8 @@ from engine.sglang.plugin.structure import MergePlan, plan_merge  # noqa: E402
 from multiverse.demo import DEFAULT_MODEL  # noqa: E402
 from multiverse.demo.remainders import held_out_rows  # noqa: E402
 
-VENV = os.environ.get("MV_SGLANG_VENV")
-pytestmark = [
-    pytest.mark.sglang,
-    pytest.mark.skipif(not VENV or not Path(VENV, "bin", "python").exists(), reason="MV_SGLANG_VENV is not a venv"),
-    pytest.mark.timeout(2400),  # two servers start (30-100 s each) and the CPU run of SGLang is slow
-]
-REPORT = Path(os.environ.get("MV_SGLANG_REPORT", "/tmp/sglang-divergence.json"))
+pytestmark = needs_sglang(2400)
+REPORT = report_path("MV_SGLANG_REPORT")
 
 
 @pytest.fixture(scope="module")
@@ -162,8 +156,7 @@ def test_stock_sglang_is_refused_unless_approximate_then_divergence_reported(ser
         "merges_recomputed": sum(b.stats.merges_recomputed for b in got),
         "merges_exact": sum(b.stats.merges_exact for b in got),
     }
-    REPORT.write_text(json.dumps(report) + "\n")
-    print("approximate route:", json.dumps(report))
+    write_report(REPORT, "approximate route", report)
     assert report["merges_exact"] == 0 and report["merges_recomputed"] == sum(b.stats.num_merges for b in got) > 0
     assert report["identical"] < len(prompts)  # siblings visible and contiguous positions change the tokens
 

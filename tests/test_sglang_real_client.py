@@ -1,16 +1,15 @@
 """The SGLang client's own behaviour against a REAL SGLang 0.5.23 server with the plugin (marker `sglang`; skipped
-unless MV_SGLANG_VENV names a venv made by ../shared/tools/sglang-cpu/install.sh with this checkout in it).
+unless MV_SGLANG_VENV and MV_SGLANG_LAUNCH are set: see tests/sglang_support.py).
 
 - Bounded calls: scripted nested requests whose sequential stretches are 5x the per-call token cap, 8 at
   once, identical to native, every merge exact (1 token prefilled), every stretch decoded in several calls.
 - No model path: the client reads SGLang's `/model_info`, loads the tokenizer and generation config there,
   and 5 task questions are identical to native (the model ends on `<|im_end|>`, a generation-config eos).
 - A server killed mid-run: every request ends with finish_reason "error" naming the failed call; nothing hangs.
-Figures of each run go to stdout (`-s`) and to $MV_SGLANG_CLIENT_REPORT (default /tmp/sglang-client.json).
+Figures of each run go to stdout (`-s`) and to $MV_SGLANG_CLIENT_REPORT (when set).
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sglang_support import SGLangServer, random_block  # noqa: E402
+from sglang_support import VENV, SGLangServer, needs_sglang, random_block, report_path, write_report  # noqa: E402
 
 from engine.api import MultiverseLM  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
@@ -31,22 +30,14 @@ from multiverse.demo import DEFAULT_MODEL  # noqa: E402
 from multiverse.demo.remainders import held_out_rows  # noqa: E402
 from multiverse.encode import encode_trace  # noqa: E402
 
-VENV = os.environ.get("MV_SGLANG_VENV")
-pytestmark = [
-    pytest.mark.sglang,
-    pytest.mark.skipif(not VENV or not Path(VENV, "bin", "python").exists(), reason="MV_SGLANG_VENV is not a venv"),
-    pytest.mark.timeout(2400),
-]
-REPORT = Path(os.environ.get("MV_SGLANG_CLIENT_REPORT", "/tmp/sglang-client.json"))
+pytestmark = needs_sglang(2400)
+REPORT = report_path("MV_SGLANG_CLIENT_REPORT")
 CALL_TOKENS = 24
 STRETCH = " so 12" * 60  # 120 tokens with no structure event: 5 calls of 24 tokens
 
 
 def report(name: str, **figures) -> None:
-    data = json.loads(REPORT.read_text()) if REPORT.exists() else {}
-    data[name] = figures
-    REPORT.write_text(json.dumps(data, indent=1) + "\n")
-    print(name, json.dumps(figures))
+    write_report(REPORT, name, figures)
 
 
 @pytest.fixture(scope="module")

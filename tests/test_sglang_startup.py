@@ -1,5 +1,5 @@
 """Start-up checks of the SGLang plugin against a REAL SGLang 0.5.23 (marker `sglang`; skipped unless
-MV_SGLANG_VENV names a venv made by ../shared/tools/sglang-cpu/install.sh with this checkout installed in it).
+MV_SGLANG_VENV and MV_SGLANG_LAUNCH are set: see tests/sglang_support.py).
 
 What the plugin cannot serve exactly is refused when the server starts, by name: data parallelism, speculative
 decoding, an attention backend that forces pages larger than one token (Blackwell's default trtllm_mha), and an
@@ -15,17 +15,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sglang_support import LAUNCH, free_port  # noqa: E402
+from sglang_support import LAUNCH, VENV, free_port, needs_sglang  # noqa: E402
 
 from engine.sglang.plugin.checks import SGLANG_VERSION  # noqa: E402
 from multiverse.demo import DEFAULT_MODEL  # noqa: E402
 
-VENV = os.environ.get("MV_SGLANG_VENV")
-pytestmark = [
-    pytest.mark.sglang,
-    pytest.mark.skipif(not VENV or not Path(VENV, "bin", "python").exists(), reason="MV_SGLANG_VENV is not a venv"),
-    pytest.mark.timeout(1200),
-]
+pytestmark = needs_sglang(1200)
 ENV = dict(os.environ, SGLANG_CPU_STUBS="1", SGLANG_USE_CPU_ENGINE="1", PYTHONWARNINGS="ignore")
 
 
