@@ -36,8 +36,8 @@ def check(values: dict[str, Any]) -> dict[str, Any]:
     out = dict(values)
     tau = values["fork_threshold"]
     if tau is not None:
-        out["fork_threshold"] = _number("fork_threshold", tau, lambda x: 0 <= x <= 1, "in [0, 1] or None")
-    out["fork_bias"] = _number("fork_bias", values["fork_bias"], lambda x: True, "finite")
+        out["fork_threshold"] = real("fork_threshold", tau, lambda x: 0 <= x <= 1, "in [0, 1] or None")
+    out["fork_bias"] = real("fork_bias", values["fork_bias"], lambda x: True, "finite")
     k = values["max_concurrent_paths"]
     if k is not None and (isinstance(k, bool) or not isinstance(k, int)):
         raise _error("max_concurrent_paths", k, "must be an integer or None", TypeError)
@@ -51,7 +51,7 @@ def check(values: dict[str, Any]) -> dict[str, Any]:
     if rule == "factor":
         if f is None:
             raise _error("path_factor", f, "must be given with path_rule='factor' (e.g. 1.0)")
-        out["path_factor"] = _number("path_factor", f, lambda x: x > 0, "> 0")
+        out["path_factor"] = real("path_factor", f, lambda x: x > 0, "> 0")
     for name, choices in (("structure", STRUCTURES), ("merge", MERGES)):
         if values[name] not in choices:
             raise _error(name, values[name], f"must be one of {', '.join(repr(c) for c in choices)}")
@@ -89,12 +89,13 @@ def _error(name: str, value: Any, rule: str, kind: type[Exception] = ControlErro
     return kind(f"SamplingParams.{name} {rule}, got {value!r}")
 
 
-def _number(name: str, value: Any, ok: Any, rule: str) -> float:
+def real(name: str, value: Any, ok: Any, rule: str, kind: type[Exception] = ControlError) -> float:
+    """float(value) when it is a finite real number with ok(x); else TypeError, or `kind` saying it must be `rule`."""
     if isinstance(value, bool) or not isinstance(value, Real):
         raise _error(name, value, "must be a number", TypeError)
     x = float(value)
     if not math.isfinite(x) or not ok(x):
-        raise _error(name, value, f"must be {rule}")
+        raise _error(name, value, f"must be {rule}", kind)
     return x
 
 

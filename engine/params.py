@@ -6,10 +6,8 @@ model (top_k and stop ids within the vocabulary) run in `MultiverseLM.submit`.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any
 
 import torch
@@ -114,12 +112,7 @@ def _int(name: str, value: Any, lo: int, hi: int, optional: bool = False) -> Non
 
 
 def _real(name: str, value: Any, ok: Callable[[float], bool], rule: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, Real):
-        raise _error(name, value, "must be a number", TypeError)
-    x = float(value)
-    if not math.isfinite(x) or not ok(x):
-        raise _error(name, value, f"must be finite and {rule}")
-    return x
+    return controls.real(name, value, ok, f"finite and {rule}", ValueError)
 
 
 def _sequence(name: str, value: Any) -> tuple:
