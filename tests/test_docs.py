@@ -17,11 +17,15 @@ def block_after(heading: str, lang: str) -> str:
     return re.search(rf"```{lang}\n(.*?)```", rest, re.S).group(1)
 
 
-def test_the_core_snippet_runs_as_written(tmp_path):
-    script = tmp_path / "snippet.py"
-    script.write_text(block_after("## The core", "python"))
+def run_snippet(code: str, script: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """A README block run as printed, in a fresh interpreter importing this checkout, offline, one thread."""
+    script.write_text(code)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
+
+
+def test_the_core_snippet_runs_as_written(tmp_path):
+    proc = run_snippet(block_after("## The core", "python"), tmp_path / "snippet.py", cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     tokens, critical, rows = proc.stdout.split(maxsplit=2)
     assert int(tokens) > int(critical) > 0  # a parallel trace: its critical path is shorter than its length
@@ -29,10 +33,7 @@ def test_the_core_snippet_runs_as_written(tmp_path):
 
 def test_the_api_snippet_runs_as_written_and_answers(tmp_path):
     """The README's Python API block, as printed, on the default model: generate, stream and submit all answer 7."""
-    script = tmp_path / "api.py"
-    script.write_text(block_after("From Python:", "python"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    proc = run_snippet(block_after("From Python:", "python"), tmp_path / "api.py", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     first, dop, streamed, submitted = proc.stdout.splitlines()
     assert first == streamed == submitted == "Answer: 7"

@@ -32,11 +32,15 @@ QUESTIONS = [  # a block problem (the model forks) and a chain (it writes in ord
 ]
 
 
+def write_rows(tmp_path_factory, name: str, rows: list[dict]) -> str:
+    path = tmp_path_factory.mktemp("rl") / name
+    path.write_text("".join(json.dumps(q) + "\n" for q in rows))
+    return str(path)
+
+
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("rl") / "tasks.jsonl"
-    path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
-    return str(path)
+    return write_rows(tmp_path_factory, "tasks.jsonl", QUESTIONS)
 
 
 CHAINS = [  # short answers (about 130 tokens); at temperature 1 some samples stop cleanly and some do not
@@ -47,9 +51,7 @@ CHAINS = [  # short answers (about 130 tokens); at temperature 1 some samples st
 
 @pytest.fixture(scope="module")
 def chains(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("rl") / "chains.jsonl"
-    path.write_text("".join(json.dumps(q) + "\n" for q in CHAINS))
-    return str(path)
+    return write_rows(tmp_path_factory, "chains.jsonl", CHAINS)
 
 
 @pytest.fixture(scope="module")
