@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -100,13 +99,12 @@ def test_offline_hub_task_fails_clearly_before_anything_is_written(tmp_path) -> 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty-hf"), "PYTHONPATH": ROOT,
            "OMP_NUM_THREADS": "1"}
     env.pop("HF_HUB_CACHE", None), env.pop("HF_DATASETS_CACHE", None)
-    start = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "multiverse.cli", "eval", "--tasks", "gpqa_diamond", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--tasks gpqa_diamond" in proc.stderr and "Idavidrein/gpqa" in proc.stderr and "HF_HUB_OFFLINE" in proc.stderr
     assert "Traceback" not in proc.stderr and not out.exists()
-    assert time.monotonic() - start < 120  # no model loads, no hub retries
+    assert "Loading weights" not in proc.stderr  # refused before any model loads
 
 
 @pytest.fixture(scope="module")
