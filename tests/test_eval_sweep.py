@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from multiverse.demo import BASELINE_MODEL
+from multiverse.demo import BASELINE_MODEL, DEFAULT_MODEL
 from multiverse.errors import UsageError
 from multiverse.evaluation.cli import add_arguments, prepare_out, resolve_settings
 from multiverse.evaluation.session import Session
@@ -51,6 +51,26 @@ def test_baseline_evaluated_next_to_the_model_and_timed_against_it(tmp_path) -> 
     assert summary["baseline_tasks"]["remainders"]["questions"] == 3 and summary["tasks"]["remainders"]["run_wall_per_sample_s"] > 0
     assert summary["speed"]["batch_size"] == 2 and summary["speed"]["pairs"] == 4  # 2 chunks x 2 rounds
     assert all(p["sequential"]["forks"] == 0 for p in map(json.loads, (out / "speed.jsonl").read_text().splitlines()))
+
+
+def test_baseline_with_forks_is_an_earlier_multiverse_model(tmp_path) -> None:
+    """--baseline-forks: the baseline is decoded with forks (a training chain's starting point), so the speed runs
+    time the model against it forking; without --baseline-model the flag is refused."""
+    with pytest.raises(UsageError, match="--baseline-forks decodes --baseline-model"):
+        resolve_settings(_args("--baseline-forks"))
+    out = tmp_path / "chain"
+    args = _args("--tasks", "remainders", "--limit", "2", "--max-new-tokens", "400", "--baseline-model", str(DEFAULT_MODEL),
+                 "--baseline-forks", "--compare-sequential", "--speed-questions", "2", "--out", str(out), "--no-progress")
+    settings = resolve_settings(args)
+    assert Session(settings, prepare_out(args, settings), progress=False).run() == 0
+    model = [json.loads(x) for x in (out / "records.jsonl").read_text().splitlines()]
+    baseline = [json.loads(x) for x in (out / "baseline" / "records.jsonl").read_text().splitlines()]
+    assert any(r["forks"] > 0 for r in model)  # the same model on both sides: the same trees
+    assert [(r["id"], r["forks"], r["raw_text"]) for r in baseline] == [(r["id"], r["forks"], r["raw_text"]) for r in model]
+    pairs = [json.loads(x) for x in (out / "speed.jsonl").read_text().splitlines()]
+    assert [p["sequential"]["forks"] for p in pairs] == [p["parallel"]["forks"] for p in pairs]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["speed"]["sequential_side"] == "baseline" and summary["speed"]["speedup"] is not None
 
 
 @pytest.mark.slow

@@ -122,3 +122,27 @@ def test_a_bad_sft_section_is_refused_before_any_sampling(tmp_path) -> None:
     bad = dataclasses.replace(cfg, sft=dataclasses.replace(cfg.sft, data=dataclasses.replace(cfg.sft.data, truncation="x")))
     with pytest.raises(ConfigError, match="sft: data.truncation"):
         bad.validate()
+
+
+def test_fork_bias_draws_forked_or_sequential_candidates_and_rl_refuses_it(tmp_path) -> None:
+    """sampling.fork_bias reaches the engine: a large negative bias never forks where the shipped model always
+    does; RL refuses any bias (its ratio needs the policy's own draws)."""
+    from engine.api import MultiverseLM
+    from multiverse.config_io import ConfigError
+    from training.rl.config import RLConfig
+    from training.rollouts import sample
+
+    block = independent([((83, 5),), ((58, 5),)])
+    q = Question(Problem("0", block.question, str(block.answer), "word"), 0, True)
+    lm = MultiverseLM(str(DEFAULT_MODEL))
+    forks = {}
+    for bias in (-50.0, 3.0):
+        [group] = sample(lm, [q], SamplingConfig(samples=3, max_new_tokens=300, fork_bias=bias), 0, "t")
+        forks[bias] = [r.forks for r in group]
+    lm.close()
+    assert forks[-50.0] == [0, 0, 0] and all(f > 0 for f in forks[3.0])
+    cfg = RLConfig(model=ModelConfig(name_or_path=str(DEFAULT_MODEL)), data=TaskConfig(tasks=str(tmp_path / "t.jsonl")),
+                   sampling=SamplingConfig(fork_bias=1.0))
+    (tmp_path / "t.jsonl").write_text(json.dumps({"question": "q", "deepseek_attempt": "1"}) + "\n")
+    with pytest.raises(ConfigError, match="fork_bias must be 0 in RL"):
+        cfg.validate()

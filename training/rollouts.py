@@ -48,6 +48,8 @@ class SamplingConfig:
     max_new_tokens: int = 1024
     suffix: str = ""  # appended to each question (the remainders models are trained on the question alone)
     system_prompt: str | None = None
+    fork_bias: float = 0.0  # added to the <Parallel> logit (engine/controls.py): self-distillation may draw more
+    # forked candidates from an under-parallel model and let grading keep the right ones; RL refuses it (off-policy)
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def sample(backend: Any, questions: Sequence[Question], cfg: SamplingConfig, *se
             seed = rollout_seed(*seed_keys, q.index, k)
             prompts.append(prompt_of(q, cfg))
             params.append(SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, seed=seed,
-                                         max_new_tokens=cfg.max_new_tokens, logprobs=True))
+                                         max_new_tokens=cfg.max_new_tokens, logprobs=True, fork_bias=cfg.fork_bias))
             keys.append((q, k, seed))
     outs = backend.generate(prompts, params)
     rollouts = [_rollout(q, k, seed, out) for (q, k, seed), out in zip(keys, outs)]

@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sweep.add_argument("--baseline-model", help="an autoregressive model run side by side (decoded without forks): "
                        "evaluated next to the model, swept with --budgets, the sequential side of --compare-sequential")
     sweep.add_argument("--baseline-url", help="openai backend: the server of the baseline model")
+    sweep.add_argument("--baseline-forks", action="store_true", help="decode --baseline-model with forks: an earlier "
+                       "Multiverse model (e.g. a training chain's starting point), so --compare-sequential measures "
+                       "the speedup over it")
     sweep.add_argument("--baseline-suffix", help="the suffix the baseline's questions get (default: --suffix unless it is the "
                        "parallel suffix, else the task's own, e.g. none for remainders, else "
                        f"'{SEQUENTIAL_SUFFIX}')")
@@ -159,6 +162,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
                          "use --backend native, or openai against `multiverse serve`")
     if sweep and budgets:
         raise UsageError("--sweep and --budgets: one sweep per run")
+    if args.baseline_forks and not args.baseline_model:
+        raise UsageError("--baseline-forks decodes --baseline-model with forks: give --baseline-model")
     if args.compare_sequential and args.backend == "openai":
         raise UsageError("--compare-sequential needs --backend native or sglang (a server decodes as it was started)")
     for flag, value, low in (("--limit", args.limit, 1), ("--concurrency", args.concurrency, 1),
@@ -186,7 +191,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "request_extra": extra, "device": args.device,
         "num_pages": args.num_pages, "kv_memory_fraction": args.kv_memory_fraction, "preset": args.preset, "protocol": asdict(protocol),
         "budgets": budgets, "budget_kind": args.budget_kind, "sweep": sweep, "baseline_model": args.baseline_model,
-        "baseline_url": args.baseline_url, "baseline_suffix": args.baseline_suffix,
+        "baseline_url": args.baseline_url, "baseline_suffix": args.baseline_suffix, "baseline_forks": args.baseline_forks or None,
         "compare_sequential": args.compare_sequential, "speed_rounds": args.speed_rounds,
         "speed_questions": args.speed_questions, "speed_batch_size": args.speed_batch_size, "sglang": sglang,
     }

@@ -78,9 +78,10 @@ class Session:
         return 0
 
     def baseline(self) -> Backend:
-        """The --baseline-model backend (decoding without forks); built once."""
+        """The --baseline-model backend (without forks unless --baseline-forks); built once."""
         if self._baseline is None:
-            self._baseline = self.backend(self.s["baseline_model"], self.s["baseline_url"], parallel=False)
+            forks = bool(self.s.get("baseline_forks"))
+            self._baseline = self.backend(self.s["baseline_model"], self.s["baseline_url"], parallel=forks)
         return self._baseline
 
     def baseline_config(self) -> EvalConfig:

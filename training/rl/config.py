@@ -51,6 +51,9 @@ class RLConfig:
                               "model.lora.r")
         if not 0 < self.sampling.temperature:
             raise ConfigError("sampling.temperature must be > 0 (RL samples)", "sampling.temperature")
+        if self.sampling.fork_bias != 0:
+            raise ConfigError("sampling.fork_bias must be 0 in RL: a biased draw is not the policy's, so the clipped "
+                              "ratio would be off-policy (use it in self-distillation)", "sampling.fork_bias")
         return self
 
 
