@@ -134,6 +134,34 @@ def test_the_learning_chain_commands_use_real_flags_and_configs(tmp_path) -> Non
     no_bonus = load_rl_config(*(lambda a: (a.config, overrides(a)))(train.parse_args(shlex.split(stages["no_bonus"][0])[2:])))
     assert no_bonus.reward.acceleration == 0 and no_bonus.train.max_steps == 10
     assert no_bonus.model.name_or_path == str(tmp_path / "wide" / "rl")
-    for command in stages["eval"]:
+    assert "multiverse.demo.chain_report" in stages["eval"][-1]
+    for command in stages["eval"][:-1]:
         args = ev.parse_args(shlex.split(command)[2:])
         assert args.tasks == str(tmp_path / "wide" / "heldout.jsonl") and args.temperature == 0
+
+
+def test_chain_report_joins_records_to_held_out_rows(tmp_path) -> None:
+    """The chain's figures come from eval records joined to their held-out rows by line: forked fraction among
+    forkable rows only, accuracy per edge and per name count; a record of another file is refused."""
+    from multiverse.demo.chain_report import report, table
+
+    rows = [{"question": "Let A = 8 mod 3, B = 7 mod 2. Compute A+B.", "dependent": False, "edge": "names=2"},
+            {"question": "Let A = 9 mod 4, B = (A+3) mod 4. Compute B.", "dependent": True, "edge": ""},
+            {"question": "Let A = 5 mod 2, B = 6 mod 4, C = 7 mod 5. Compute A+B+C.", "dependent": False, "edge": ""}]
+    (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    records = [(1, True, 1, 2.0, 40), (2, False, 0, 1.0, 90), (3, True, 0, 1.0, 80)]
+    for stage in ("start", "rl"):
+        (tmp_path / "eval" / stage).mkdir(parents=True)
+        (tmp_path / "eval" / stage / "records.jsonl").write_text("".join(json.dumps(
+            {"id": str(i), "prompt": [{"role": "user", "content": rows[i - 1]["question"]}], "correct": ok, "forks": forks,
+             "degree_of_parallelism": par, "critical_path": cp}) + "\n" for i, ok, forks, par, cp in records))
+    result = report(str(tmp_path))
+    start = result["start"]
+    assert start["rows"] == 3 and start["accuracy"]["mean"] == pytest.approx(2 / 3)
+    assert start["forked_forkable"]["mean"] == 0.5 and start["forked_forkable"]["n"] == 2  # the chain row is not forkable
+    assert start["names2"]["mean"] == 0.5 and start["names3"]["mean"] == 1.0 and start["edges"] == {"names=2": 1.0}
+    assert start["parallelism"] == pytest.approx(4 / 3) and "| rl | 3 |" in table(result)
+    (tmp_path / "eval" / "rl" / "records.jsonl").write_text(json.dumps(
+        {"id": "2", "prompt": [{"role": "user", "content": "another question"}], "correct": True}) + "\n")
+    with pytest.raises(ValueError, match="records.jsonl:1: id 2 is not that line"):
+        report(str(tmp_path))

@@ -11,7 +11,8 @@ Stages, each a `multiverse` command (so each can be rerun alone):
   rl        parallel-aware RL from the last round (training/configs/wide_rl_cpu.yaml)
   no_bonus  RL continued for a quarter of its steps with the acceleration bonus off (the collapse check)
   eval      `multiverse eval` of every stage's model on the held-out split (greedy, every range's edges),
-            beside the twin, and the paired wall clock at batch 1 of the RL model against the start (forking)
+            beside the twin, the paired wall clock at batch 1 of the RL model against the start (forking), and
+            the stage table (multiverse.demo.chain_report: OUT/eval/chain.md)
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ def stage_commands(out: str, rounds: int, rl_steps: int, mv: str = "multiverse",
              "--max-new-tokens 2048 --limit 64 --compare-sequential --speed-questions 64 --speed-rounds 2 --speed-batch-size 1")
     evals.append(f"{mv} eval --model {q(rl)} --baseline-model {q(models['start'])} --baseline-forks --baseline-suffix '' "
                  f"{speed} --out {q(os.path.join(out, 'eval', 'rl-vs-start-batch1'))}")
+    evals.append(f"{python} -m multiverse.demo.chain_report --out {q(out)}")
     tasks = q(os.path.join(out, "finetune.jsonl"))
     return {
         "start": [f"{repro} --parallel-share 0.25 --out {q(out)}"],
