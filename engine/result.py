@@ -30,10 +30,12 @@ class Stats:
     num_preemptions: int = 0  # times the request was evicted for memory and restarted (same seed, same output)
     # How merges got their KV. Native: every merge absorbs the children's KV (exact). SGLang backend: exact when
     # the server reused all children's KV (cached_tokens == prompt_tokens - 1), else recomputed; reissued: the
-    # plugin refused a merge whose children's KV was evicted and the client sent it again.
+    # plugin refused a call whose merged block's KV was evicted and the client sent it again (after re-prefilling
+    # the evicted paths: paths_reprefilled).
     merges_exact: int = 0
     merges_recomputed: int = 0
     merges_reissued: int = 0
+    paths_reprefilled: int = 0  # SGLang backend: evicted paths' KV computed again from their tokens before a re-issue
     merge_prefill_tokens: list[int] = field(default_factory=list)  # per merge call: prompt - cached tokens
     fork_proposals: int = 0  # <Parallel> drawn by any branch (engine/fork_gate.py)
     fork_accepted: int = 0  # of those, kept (fork_threshold met, or no threshold)

@@ -1,6 +1,7 @@
 """The resumable scan (multiverse.attention.LayoutScan): extended piece by piece, at random split points, it
 gives exactly layout() of the whole row, which on well-formed traces is the naive SPEC reference; a copy
-resumes independently."""
+resumes independently; the state after a block built from its children's own scans (merge_children, what the
+SGLang plugin does at a merge) continues exactly like the scan of the merged row."""
 from __future__ import annotations
 
 import random
@@ -13,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from naive_layout import naive_layout  # noqa: E402
 
 from multiverse.attention import LayoutScan, StructureRules, layout  # noqa: E402
+from multiverse.attention.resume import merge_children  # noqa: E402
 from multiverse.encode import encode_trace  # noqa: E402
 from multiverse.synthetic import SyntheticShape, synthetic_trace  # noqa: E402
 from multiverse.tags import StructureVocab, TagIds  # noqa: E402
@@ -92,3 +94,51 @@ def test_a_copy_resumes_independently(tok) -> None:
     pos, _ = fork.extend(ids[cut:])
     assert pos == layout(ids, tok).positions.tolist()[cut:]
     assert scan.length == cut + 5 and fork.length == len(ids)
+
+
+def scan_of(tok, ids: list[int]) -> LayoutScan:
+    scan = LayoutScan(tok)
+    scan.extend(ids)
+    return scan
+
+
+def block_paths(ids: list[int], t: TagIds, first: int, c: int) -> list[tuple[int, int]]:
+    """(start, end) of the block's paths between its first <Path> and its <Conclusion>, by balanced tags."""
+    starts, depth = [], 0
+    for i in range(first, c):
+        if ids[i] == t.path_open:
+            starts += [i] if depth == 0 else []
+            depth += 1
+        elif ids[i] == t.path_close:
+            depth -= 1
+    return list(zip(starts, [s - 1 for s in starts[1:]] + [c - 1]))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_a_block_merged_from_its_childrens_scans_continues_like_the_row(tok, seed: int) -> None:
+    """At every merge of a nested trace: the children's sequences (prefix + path k, as a server caches them)
+    scanned on their own and merged, then extended by the rest of the row, give layout()'s positions and hidden
+    ranges of that rest, which are the naive reference's."""
+    ids = nested_ids(tok, seed)
+    lay, t = layout(ids, tok), TagIds.from_tokenizer(tok)
+    want_pos, visible = naive_layout(ids, t)
+    merges = 0
+    for c in (i for i in range(1, len(ids)) if ids[i] == t.conclusion_open and ids[i - 1] == t.path_close):
+        whole = scan_of(tok, ids[:c])
+        block = whole.open_block()
+        if block is None or block[1] < 2:
+            continue  # a block that fell back, or one path: nothing to merge
+        spans = block_paths(ids, t, block[0], c)
+        children = [scan_of(tok, ids[: block[0]] + ids[s : e + 1]) for s, e in spans]
+        starts = [s for s, _ in spans[1:]]
+        merged = merge_children(children[0], children[1:], starts, c)
+        assert merged is not None and merged.length == whole.length and merged.last_hidden == whole.last_hidden
+        pos, runs = merged.extend(ids[c:])
+        assert pos == lay.positions.tolist()[c:] == want_pos[c:]
+        hidden = [h for a, b, h in runs for _ in range(a, b)]
+        assert hidden == [ranges_of(lay, i) for i in range(c, len(ids))]
+        for q in range(c, len(ids), 7):
+            assert [k for k in range(q) if not visible[q, k]] == [k for lo, hi in hidden[q - c] for k in range(lo, hi)]
+        assert merge_children(children[0], children[2:], starts[1:], c) is None  # a path missing: refused
+        merges += 1
+    assert merges >= 1 or seed % 4 == 0  # max_paths 1 (seed % 4 == 0) never forks two paths

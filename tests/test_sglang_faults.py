@@ -7,6 +7,9 @@
   the timeout). Failing for good, it ends exactly the requests with an input in that call, each with the cause
   in `error`; every other request is identical to the native run. Failing once, the re-send cures it.
 - The server going away mid-run: every request ends with an error, nothing hangs.
+- Evicted merged blocks: a proxy that keeps the prefix tree a plugin server would hold evicts all of it before
+  each new merge call and refuses calls as the plugin does; the client re-prefills the evicted blocks' paths
+  (recursively: a refused re-prefill gets its own evicted block rebuilt first) and every request is identical.
 """
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from evict_proxy import EvictingProxy  # noqa: E402
 from fault_proxy import FaultProxy, requests_in  # noqa: E402
 from sglang_scripted import ScriptedServedLM, scripted_jobs  # noqa: E402
 from sglang_support import random_block  # noqa: E402
 
 from engine.api import MultiverseLM  # noqa: E402
+from multiverse.tags import StructureVocab  # noqa: E402
 from multiverse.tiny import build_model  # noqa: E402
 from tests.server_support import start  # noqa: E402
 
@@ -144,6 +149,28 @@ def test_a_server_gone_mid_run_ends_every_request_with_an_error(tok, served):
     client.close()
     assert not runner.is_alive(), "the client hung after its server went away"
     assert len(out) == 4 and all(o.finish_reason == "error" and "failed 2 times" in o.error for o in out), [o.error for o in out]
+
+
+def test_evicted_blocks_are_rebuilt_recursively_and_stay_identical(tok, native, served):
+    lm, server = served
+    rng = random.Random(6)
+    bodies = [f"Step {i}:" + random_block(rng, nest=0.9) + " so" + random_block(rng, nest=0.0) + " done" for i in range(3)]
+    prompts, params, lm.script = scripted_jobs(tok, bodies, max_new_tokens=1000)
+    want = native.generate(prompts, params)
+    proxy = EvictingProxy(server.url, StructureVocab.from_tokenizer(tok)).start()
+    client = client_of(tok, proxy.url, call_tokens=16)
+    try:
+        got = client.generate(prompts, bare(params))
+    finally:
+        client.close()
+        proxy.stop()
+    for a, b in zip(want, got):
+        identical(a, b)
+    tags = StructureVocab.from_tokenizer(tok).tags
+    assert proxy.evictions == sum(a.stats.num_merges for a in want) >= 6
+    assert any(r[-1] == tags.conclusion_open for r in proxy.refused)  # merges met evicted children
+    assert proxy.refused_after_served(), "no re-prefill was refused in turn: the recursion was not exercised"
+    assert sum(b.stats.merges_reissued for b in got) >= len(proxy.refused) and sum(b.stats.paths_reprefilled for b in got) > 0
 
 
 @pytest.mark.parametrize("flags, message", [(["--sglang-call-tokens", "0"], "--sglang-call-tokens 0: must be >= 1"),

@@ -35,7 +35,7 @@ def traces(tok):
 @pytest.mark.parametrize("cap", [5, 64])
 def test_every_call_gets_the_whole_scan_positions_and_plans(tok, cap: int) -> None:
     vocab = StructureVocab.from_tokenizer(tok)
-    merges = calls = 0
+    merges = calls = from_children = 0
     for target in traces(tok):
         for served in replay(target, vocab, cap=cap):
             ids = served.call.ids
@@ -46,10 +46,12 @@ def test_every_call_gets_the_whole_scan_positions_and_plans(tok, cap: int) -> No
                 assert served.plan == plan_merge(ids, whole, whole.first_masked(0), vocab)
                 assert served.plan.conclusion == len(ids) - 1 and served.depth == len(ids) - 1
                 merges += 1
+                from_children += served.from_children  # from the children's states: <Conclusion> scanned, then what it decodes
+                assert served.scanned <= 1 + len(served.call.out) or not served.from_children
             # what the plugin scanned: the tokens SGLang had not cached, those it decoded, at most one more
             assert served.scanned <= len(ids) - served.matched + len(served.call.out) + 1, (len(ids), served.matched)
             calls += 1
-    assert merges >= 20 and calls >= 100
+    assert merges >= 20 and calls >= 100 and from_children >= merges * 3 // 4
 
 
 def test_a_state_is_used_only_where_its_node_ends(tok) -> None:

@@ -83,7 +83,7 @@ class SGLangClient(Driver):
         pool = KVPool(1, 1, 1, pages, config.page_size, torch.float32, "cpu")
         codec = TextCodec(tokenizer, keep=vocab.tags.all())
         scheduler = RemoteScheduler(None, pool, config, vocab, eos, codec)  # type: ignore[arg-type]
-        scheduler.segments = Segments(self.wire, vocab.tags, eos, self.options.call_tokens)
+        scheduler.segments = Segments(self.wire, vocab, eos, self.options.call_tokens)
         super().__init__(tokenizer, config, vocab, codec, scheduler)
 
     def generate(

@@ -74,5 +74,6 @@ class RemoteScheduler(Scheduler):
     def _with_counts(self, output: RequestOutput) -> RequestOutput:
         counts = self.segments.counts(output.request_id)
         stats = replace(output.stats, merges_exact=counts.exact, merges_recomputed=counts.recomputed,
-                        merges_reissued=counts.reissued, merge_prefill_tokens=list(counts.prefilled))
+                        merges_reissued=counts.reissued,
+                        paths_reprefilled=counts.rebuilt, merge_prefill_tokens=list(counts.prefilled))
         return replace(output, stats=stats)

@@ -9,6 +9,11 @@ are dropped. Greedy segments are a function of the visible ids alone, so reading
 what the native engine computes. Calls of one step go out as one batched request; a batched call that fails
 for good (after the wire's retries) ends only the requests with an input in it (`errors`).
 
+A call the plugin refused because the server evicted a merged block (`multiverse merge failed`) waits while
+the request's evicted blocks are prefilled again from the tokens the client holds (rebuild.py, recursively),
+then goes out again. At most `max_reissues` * (merges + 1) refusals in a row (a call of the request's own
+that gets through starts the count again): then the request ends with the last refusal in its `error`.
+
 Invariant: a buffer is valid only while `len(branch.visible) == buffer.base + buffer.taken`.
 """
 from __future__ import annotations
@@ -22,8 +27,11 @@ from engine.branch import Branch
 from engine.request import Phase, Request
 from engine.sglang.http import GenerateCall, Reply, ServerError, Wire
 from engine.sglang.plugin.structure import rules_to_params
+from engine.sglang.rebuild import Ids, Rebuild, block_children
+from multiverse.tags import StructureVocab
 
 MERGE_FAILED = "multiverse merge failed"  # the plugin's abort message (engine/sglang/plugin/cache.py)
+Input = tuple[str, Request, "Branch | None", int, Ids]  # (kind, request, branch or None for a rebuild, len(ids), ids)
 
 
 @dataclass
@@ -38,23 +46,24 @@ class Buffer:
 class MergeCounts:
     exact: int = 0  # the server reused every child's KV: cached_tokens == prompt_tokens - 1
     recomputed: int = 0  # any other merge (multiverse serve: re-laid exactly; stock SGLang: approximate)
-    reissued: int = 0  # merges the plugin refused (a child's KV was evicted) and the client sent again
+    reissued: int = 0  # calls the plugin refused (a merged block's KV was evicted) and the client sent again
+    rebuilt: int = 0  # re-prefill calls of evicted paths (rebuild.py)
     prefilled: list[int] = field(default_factory=list)  # prompt_tokens - cached_tokens of each merge call
     close_calls: int = 0  # `</Path>` KV computations (one per closed path, as the native engine does)
 
 
 class Segments:
-    def __init__(self, wire: Wire, tags: Any, eos_ids: frozenset[int], call_tokens: int = 512,
+    def __init__(self, wire: Wire, vocab: StructureVocab, eos_ids: frozenset[int], call_tokens: int = 512,
                  processor: dict[int, tuple[str, dict]] | None = None) -> None:
-        self.wire, self.tags, self.eos_ids, self.call_tokens = wire, tags, eos_ids, call_tokens
+        self.wire, self.vocab, self.tags, self.eos_ids, self.call_tokens = wire, vocab, vocab.tags, eos_ids, call_tokens
         self.buffers: dict[int, Buffer] = {}  # id(branch) -> its segment
         self.merges: dict[int, MergeCounts] = {}  # request id -> counts
         self.processors = processor if processor is not None else {}  # request id -> (serialized class, params)
-        self.max_reissues = 2
-        self.inflight: dict[futures.Future, list[tuple[str, Request, Branch, int]]] = {}  # batched call -> its inputs
+        self.max_reissues = 4  # refusals in a row per merge of the request (+ 1) before it ends with the refusal
+        self.inflight: dict[futures.Future, list[Input]] = {}  # batched call -> its inputs
         self.busy: set[tuple[int, int]] = set()  # (id(branch), len(visible)) with a call in flight
         self.closed: set[tuple[int, int]] = set()  # (id(branch), len(visible)) whose </Path> KV the server holds
-        self.reclose: dict[int, list[Branch]] = {}  # request id -> paths to close again (their KV was evicted)
+        self.rebuilds: dict[int, Rebuild] = {}  # request id -> evicted sequences to prefill again
         self.errors: dict[int, str] = {}  # request id -> why the server failed it
 
     def forget(self, request: Request) -> None:
@@ -63,7 +72,7 @@ class Segments:
             self.buffers.pop(id(b), None)
             self.closed = {k for k in self.closed if k[0] != id(b)}
         self.errors.pop(request.request_id, None)
-        self.reclose.pop(request.request_id, None)
+        self.rebuilds.pop(request.request_id, None)
         self.merges.pop(request.request_id, None)
         self.processors.pop(request.request_id, None)
 
@@ -89,73 +98,102 @@ class Segments:
         return self.errors.get(request.request_id)
 
     def _launch(self, rows: dict[int, tuple[Request, list[Branch], list[Branch]]]) -> None:
-        calls: list[tuple[str, Request, Branch, GenerateCall]] = []
+        calls: list[tuple[Input, GenerateCall]] = []
         for r, samplers, closing in rows.values():
             if r.request_id in self.errors:
                 continue
-            for b in closing + self.reclose.get(r.request_id, []):
+            rebuild = self.rebuilds.get(r.request_id)
+            if rebuild is not None and rebuild.active:  # evicted blocks first; the request's own calls wait
+                for ids in rebuild.due():
+                    rebuild.inflight.add(ids)
+                    rebuild.sent += 1
+                    calls.append((("rebuild", r, None, len(ids), ids), self._prefill_call(r, list(ids))))
+                continue
+            for b in closing:
                 key = (id(b), len(b.visible))
                 if key not in self.closed and key not in self.busy:
-                    calls.append(("close", r, b, self._close_call(r, b)))
+                    calls.append((("close", r, b, len(b.visible), tuple(b.visible)), self._prefill_call(r, list(b.visible))))
             for b in samplers:
                 if self._ready(b) or (id(b), len(b.visible)) in self.busy:
                     continue
-                if self._is_merge(b):
-                    waiting = [c for c in closing + self.reclose.get(r.request_id, []) if (id(c), len(c.visible)) not in self.closed]
-                    if waiting:  # the merge needs every path's KV on the server first
-                        continue
-                    calls.append(("merge", r, b, self._segment_call(r, b)))
-                else:
-                    calls.append(("segment", r, b, self._segment_call(r, b)))
+                if self._is_merge(b) and any((id(c), len(c.visible)) not in self.closed for c in closing):
+                    continue  # the merge needs every path's KV on the server first
+                call = self._segment_call(r, b)
+                calls.append((("merge" if self._is_merge(b) else "segment", r, b, len(call.input_ids), tuple(call.input_ids)), call))
         if calls:
-            for _, _, b, call in calls:
-                self.busy.add((id(b), len(call.input_ids)))
-            self.inflight[self.wire.post_batch_async([c for *_, c in calls])] = [(k, r, b, len(c.input_ids)) for k, r, b, c in calls]
+            for (_, _, b, base, _), _ in calls:
+                if b is not None:
+                    self.busy.add((id(b), base))
+            self.inflight[self.wire.post_batch_async([c for _, c in calls])] = [i for i, _ in calls]
 
     def _settle(self, future: futures.Future) -> None:
         what = self.inflight.pop(future)
         try:
             replies = future.result()
         except Exception as err:  # noqa: BLE001 - this call failed for good: its requests end, no other
-            for kind, request, branch, base in what:
-                self.busy.discard((id(branch), base))
+            for kind, request, branch, base, ids in what:
+                self._release(request, branch, base, ids)
                 if request.phase is not Phase.FINISHED:
-                    self.errors.setdefault(request.request_id, f"the {kind} call of branch {branch.label!r} failed: {err}")
+                    label = branch.label if branch is not None else f"of {len(ids)} evicted tokens"
+                    self.errors.setdefault(request.request_id, f"the {kind} call of branch {label!r} failed: {err}")
             return
-        for (kind, request, branch, base), reply in zip(what, replies):
-            self.busy.discard((id(branch), base))
+        for (kind, request, branch, base, ids), reply in zip(what, replies):
+            self._release(request, branch, base, ids)
             if request.phase is Phase.FINISHED:  # aborted or ended while the call ran: its answer is moot
                 continue
+            if reply.aborted and MERGE_FAILED in reply.aborted and self._refused(request, ids, reply.aborted):
+                continue  # it goes out again once the evicted blocks are prefilled again
+            if reply.aborted:
+                what_call = f"branch {branch.label!r}" if branch is not None else f"re-prefilling {len(ids)} evicted tokens"
+                self.errors[request.request_id] = f"{what_call}: the server aborted the call: {reply.aborted}"
+                continue
+            if kind == "rebuild":
+                self.rebuilds[request.request_id].done(ids)
+                self.counts(request).rebuilt += 1
+                continue
+            if request.request_id in self.rebuilds:  # its own call got through: the refusals start again from 0
+                self.rebuilds[request.request_id].refusals = 0
             if kind == "close":
                 self.counts(request).close_calls += 1
-                if reply.aborted:
-                    self.errors[request.request_id] = f"closing path {branch.label!r}: {reply.aborted}"
                 self.closed.add((id(branch), base))
-                continue
-            if kind == "merge" and reply.aborted and MERGE_FAILED in reply.aborted:
-                counts = self.counts(request)
-                if counts.reissued < self.max_reissues * max(1, request.num_merges):
-                    # the children's KV is gone: compute it again from their tokens, then merge again
-                    children = branch.forks[-1][1]
-                    self.closed -= {(id(c), len(c.visible)) for c in children}
-                    self.reclose[request.request_id] = children
-                    counts.reissued += 1
-                    continue
-            if kind == "merge":
-                self._count_merge(request, reply)
-                self.reclose.pop(request.request_id, None)
-            self._store(request, branch, reply)
+            else:
+                if kind == "merge":
+                    self._count_merge(request, reply)
+                self._store(request, branch, reply)
+
+    def _release(self, request: Request, branch: Branch | None, base: int, ids: Ids) -> None:
+        if branch is not None:
+            self.busy.discard((id(branch), base))
+        elif request.request_id in self.rebuilds:
+            self.rebuilds[request.request_id].inflight.discard(ids)
+
+    def _refused(self, request: Request, ids: Ids, why: str) -> bool:
+        """The plugin refused a call of `ids` (evicted KV): queue the children of its last block for a re-prefill
+        (the call itself is sent again after them). False when that cannot help: no block to rebuild, or the
+        request used up its refusals; its error then says so."""
+        rebuild = self.rebuilds.setdefault(request.request_id, Rebuild())
+        rebuild.refusals += 1
+        cap = self.max_reissues * (request.num_merges + 1)
+        children = block_children(ids, self.vocab, request.rules)
+        if isinstance(children, str) or rebuild.refusals > cap:
+            reason = children if isinstance(children, str) else f"refused {rebuild.refusals} times (at most {cap})"
+            self.errors[request.request_id] = f"{why} ({reason})"
+            return True
+        self.counts(request).reissued += 1
+        rebuild.push(children)
+        return True
 
     def _can_step(self, request: Request, samplers: list[Branch], closing: list[Branch]) -> bool:
         if request.request_id in self.errors:
             return True
+        rebuild = self.rebuilds.get(request.request_id)
+        if rebuild is not None and (rebuild.active or rebuild.inflight):
+            return False
         busy = any(k[0] == id(b) for b in samplers + closing for k in self.busy)
         return not busy and all(self._ready(b) for b in samplers) and all((id(c), len(c.visible)) in self.closed for c in closing)
 
     def _store(self, request: Request, branch: Branch, reply: Reply) -> None:
-        if reply.aborted:
-            self.errors[request.request_id] = f"branch {branch.label!r}: the server aborted the call: {reply.aborted}"
-        elif not reply.output_ids:
+        if not reply.output_ids:
             self.errors[request.request_id] = f"branch {branch.label!r}: the server returned no token"
         else:
             self.buffers[id(branch)] = Buffer(len(branch.visible), reply.output_ids, reply.logprobs)
@@ -187,11 +225,12 @@ class Segments:
         else:
             counts.recomputed += 1
 
-    def _close_call(self, request: Request, branch: Branch) -> GenerateCall:
-        """Compute a closed path's `</Path>` KV (the server then holds prefix + path, as the merge needs)."""
+    def _prefill_call(self, request: Request, ids: list[int]) -> GenerateCall:
+        """Compute the KV of ids (a closed path's `</Path>`, an evicted path again): the server then holds them,
+        as a merge needs. The one token it decodes is dropped."""
         sampling = {"max_new_tokens": 1, "temperature": 0.0, "skip_special_tokens": False,
                     "custom_params": rules_to_params(request.rules)}
-        return GenerateCall(list(branch.visible), sampling)
+        return GenerateCall(ids, sampling)
 
     def _segment_call(self, request: Request, branch: Branch) -> GenerateCall:
         p = request.params

@@ -50,19 +50,23 @@ class MultiverseRadixCache(UnifiedRadixCache):
             return result
         full = request_ids(req)
         vocab = vocab_for(self.tokenizer_path)
-        lay = self._layout(req, full, result)
-        masked = lay.first_masked(result.device_prefix_len)
-        if masked is None:
-            return result
-        plan = merge_plan(full, lay, masked, vocab)
+        hits: dict[int, MatchResult] = {}  # a merge's children, matched once: index of the path's <Path> -> hit
+        lay = self._layout(req, full, result, hits)
+        plan: MergePlan | str | None = lay.plan
+        if plan is None:
+            masked = lay.first_masked(result.device_prefix_len)
+            if masked is None:
+                return result
+            plan = merge_plan(full, lay, masked, vocab)
         try:
-            problem = plan if isinstance(plan, str) else self._build_merged(req, full, plan)
+            problem = plan if isinstance(plan, str) else self._build_merged(req, full, plan, hits)
         except Exception as err:  # noqa: BLE001 - a failed merge fails its request, never the server
             log.exception("multiverse merge of rid %s", req.rid)
             problem = f"building the merged node raised {err!r}"
         if problem is None:
             result = super().match_prefix(params)
-            masked = lay.first_masked(result.device_prefix_len)
+            done = result.device_prefix_len >= lay.start
+            masked = lay.first_masked(result.device_prefix_len) if done else lay.start - 1
             if masked is None:
                 self.states.keep(result.last_device_node, result.device_prefix_len, lay)  # the merged node
                 return result
@@ -70,11 +74,17 @@ class MultiverseRadixCache(UnifiedRadixCache):
         return self._refuse(req, problem)
 
     # ------------------------------------------------------------------ layouts in O(new tokens)
-    def _layout(self, req: Any, ids: list[int], result: MatchResult) -> RequestLayout:
-        """The request's layout from its matched prefix on (reused while it covers the request's ids)."""
+    def _layout(self, req: Any, ids: list[int], result: MatchResult, hits: dict) -> RequestLayout:
+        """The request's layout from its matched prefix on (reused while it covers the request's ids); a merge
+        request's from its children's states (their matches kept in `hits` for the merged node's build)."""
         rules, vocab = rules_from(req.sampling_params.custom_params), vocab_for(self.tokenizer_path)
+
+        def child_state(child: list[int], start: int) -> Any:
+            hit = hits[start] = super(MultiverseRadixCache, self).match_prefix(MatchPrefixParams(key=self._key(req, child)))
+            return self.states.child_state(hit.last_device_node, hit.device_prefix_len, rules, len(child))
+
         lay = self.states.layout(ids, result.last_device_node, result.device_prefix_len, self._path_of, vocab, rules,
-                                 current=getattr(req, LAYOUT, None))
+                                 current=getattr(req, LAYOUT, None), children=child_state)
         setattr(req, LAYOUT, lay)
         return lay
 
@@ -95,12 +105,13 @@ class MultiverseRadixCache(UnifiedRadixCache):
             log.exception("multiverse scan state of rid %s", req.rid)
 
     # ------------------------------------------------------------------ building a merged node
-    def _build_merged(self, req: Any, ids: list[int], plan: MergePlan) -> str | None:
-        """Insert prefix + path 1..n with paths 2..n's KV copied; None on success, else why not."""
+    def _build_merged(self, req: Any, ids: list[int], plan: MergePlan, hits: dict) -> str | None:
+        """Insert prefix + path 1..n with paths 2..n's KV copied; None on success, else why not. `hits`: the
+        children already matched by this call (keyed by the index of their <Path> in ids)."""
         nodes, values = [], []
         for k in range(len(plan.spans)):
             child = plan.child(ids, k)
-            hit = super().match_prefix(MatchPrefixParams(key=self._key(req, child)))
+            hit = hits.get(plan.spans[k][0]) or super().match_prefix(MatchPrefixParams(key=self._key(req, child)))
             if hit.device_prefix_len < len(child):
                 return (
                     f"path {k + 1} (tokens {plan.spans[k][0]}..{plan.spans[k][1]}) has {hit.device_prefix_len} of "

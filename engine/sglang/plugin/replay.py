@@ -91,6 +91,7 @@ class Served:
     seconds: float  # the plugin's time in the call: match, merge, extend, insert
     decode_seconds: float  # the plugin's time in the call's decode steps
     scanned: int  # tokens the plugin's scan went over for this call (at match and at insert)
+    from_children: bool = False  # a merge laid out from its children's stored states (no scan of paths 2..n)
 
 
 @dataclass(frozen=True)
@@ -130,16 +131,21 @@ class ServedCall:
     """The plugin's work for one call, in the steps where SGLang calls it; SGLang's own work (the tree's match
     and insert, the forwards) happens between the steps. `req` is the request's state as the plugin sees it."""
 
-    def __init__(self, states: ScanStates, tree: PrefixTree, vocab: StructureVocab, rules: StructureRules, call: Call) -> None:
-        self.states, self.tree, self.vocab, self.rules = states, tree, vocab, rules
+    def __init__(self, states: ScanStates, tree: PrefixTree, vocab: StructureVocab, rules: StructureRules, call: Call,
+                 clock: Callable[[], float] = time.thread_time) -> None:
+        self.states, self.tree, self.vocab, self.rules, self.clock = states, tree, vocab, rules, clock
         self.req = SimpleNamespace(origin_input_ids=call.ids, output_ids=[],
                                    sampling_params=SimpleNamespace(custom_params=rules_to_params(rules)))
+        self.tree_seconds = 0.0  # time in the tree's matches of a merge's children (SGLang's work, not the plugin's)
 
     def match(self, node: int, depth: int) -> MergePlan | None:
         """match_prefix: the request's layout and, for a merge request, its plan (else None)."""
         ids = request_ids(self.req)
-        lay = self.states.layout(ids, node, depth, self.tree.path_of, self.vocab, self.rules, getattr(self.req, LAYOUT, None))
+        lay = self.states.layout(ids, node, depth, self.tree.path_of, self.vocab, self.rules, getattr(self.req, LAYOUT, None),
+                                 self._child_state)
         setattr(self.req, LAYOUT, lay)
+        if lay.plan is not None:  # a merge laid out from its children's states
+            return lay.plan
         masked = lay.first_masked(depth)
         if masked is None:
             return None
@@ -147,6 +153,14 @@ class ServedCall:
         if not isinstance(plan, MergePlan):
             raise ValueError(f"a call of {len(ids)} tokens needs the mask at token {masked} but is no merge: {plan}")
         return plan
+
+    def _child_state(self, ids: list[int], start: int) -> object:
+        """A merge child's state: the tree's match of its ids (SGLang's, which the merged node's build makes anyway:
+        not timed), then the state kept where they end."""
+        t0 = self.clock()
+        node, depth = self.tree.match(ids)
+        self.tree_seconds += self.clock() - t0
+        return self.states.child_state(node, depth, self.rules, len(ids))
 
     def merged(self, node: int, depth: int) -> None:
         """After the merged node is built and matched again: nothing is left uncached; keep its state."""
@@ -176,11 +190,13 @@ def replay(target: list[int], vocab: StructureVocab, rules: StructureRules = Str
 
     Only the plugin's steps are timed; the tree's match (SGLang matches all but the last id, which the extend
     must compute) and insert (the merged node; the sequence when it finishes) stand for SGLang's own work.
-    The clock is this thread's CPU time by default: on a loaded machine, wall time would count other processes.
+    A merge's lookups of its children in the tree (SGLang's match, which building the merged node does anyway) are
+not timed either. The clock is this thread's CPU time by default: on a loaded machine, wall time would count
+other processes.
     """
     tree, states = PrefixTree(), ScanStates()
     for call in client_calls(target, vocab, cap):
-        served = ServedCall(states, tree, vocab, rules, call)
+        served = ServedCall(states, tree, vocab, rules, call, clock)
         node, depth = tree.match(call.ids[:-1])
         matched = depth
         settle()
@@ -209,4 +225,5 @@ def replay(target: list[int], vocab: StructureVocab, rules: StructureRules = Str
         served.finished(node, cached)
         t4 = clock()
         lay = getattr(served.req, LAYOUT)
-        yield Served(call, positions, matched, depth, plan, spent + (t1 - t0) + (t4 - t3), t2 - t1, lay.end - lay.start)
+        spent += (t1 - t0) + (t4 - t3) - served.tree_seconds
+        yield Served(call, positions, matched, depth, plan, spent, t2 - t1, lay.end - lay.start, lay.plan is not None)

@@ -27,6 +27,7 @@ class RequestLayout:
         self.runs: list[Run] = []  # (a, b, hidden ranges) covering [start, end), neighbours merged
         self.run_starts: list[int] = []  # a of each run, for bisect
         self.saved: dict[int, LayoutScan] = {}  # states at chosen lengths, for the radix tree
+        self.plan: Any = None  # a merge request laid out from its children's states: its MergePlan (structure.py)
 
     @classmethod
     def of(cls, ids: Sequence[int], vocab: StructureVocab, rules: StructureRules | None = None) -> "RequestLayout":

@@ -14,6 +14,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 from engine.sglang.plugin.request_layout import RequestLayout
+from engine.sglang.plugin.structure import StateOf, merged_layout
 from multiverse.attention import LayoutScan, StructureRules
 from multiverse.tags import StructureVocab
 
@@ -27,6 +28,10 @@ class ScanStates:
 
     def __len__(self) -> int:
         return len(self._states)
+
+    def child_state(self, node: Hashable, depth: int, rules: StructureRules, length: int) -> LayoutScan | None:
+        """The state for a child's ids of `length` tokens matched `depth` deep, ending at `node`; None unless all cached."""
+        return self.get(node, rules, length) if depth == length else None
 
     def get(self, node: Hashable, rules: StructureRules, end: int) -> LayoutScan | None:
         """The state stored for node if it ends where the node ends."""
@@ -43,18 +48,25 @@ class ScanStates:
             self._states.popitem(last=False)
 
     def layout(self, ids: Sequence[int], node: Any, depth: int, path_of: PathOf, vocab: StructureVocab,
-               rules: StructureRules, current: RequestLayout | None = None) -> RequestLayout:
+               rules: StructureRules, current: RequestLayout | None = None, children: StateOf | None = None) -> RequestLayout:
         """The layout of ids, where ids[:depth] is cached and ends at `node`: `current` (the request's layout from
         an earlier match) while it covers ids[depth:]; else resumed from `node`'s state (the usual case: the call
         continues the sequence an earlier call inserted), else from the deepest node on the path with a state,
         storing a state at every node passed on the way down (so the next call starts lower).
 
-        Also saves the state where a merge request's merged node will end.
-        Cost: O(len(ids) - end of that node), + O(nodes on the path) when `node` has no state.
+        Also saves the state where a merge request's merged node will end. A merge request matched up to its
+        path 1 is laid out from its children's states instead (structure.merged_layout, through `children`:
+        ids -> the state at the tree node where those ids end), so its paths 2..n are not scanned again.
+        Cost: O(len(ids) - end of that node), + O(nodes on the path) when `node` has no state; for such a merge,
+        O(depth + tags of paths 2..n) besides the children's lookups.
         """
         if current is not None and current.rules == rules and current.start <= depth and current.end >= len(ids):
             return current
         anchor = self.get(node, rules, depth) if 0 < depth <= len(ids) else None  # the common case: no walk
+        if anchor is not None and children is not None:
+            merged = merged_layout(ids, anchor, children, vocab)
+            if merged is not None:
+                return merged
         path = [] if anchor is not None or not depth else [(n, e) for n, e in path_of(node) if e <= min(depth, len(ids))]
         k = len(path)
         while k > 0 and anchor is None:

@@ -7,13 +7,14 @@ causal extend (it would see its earlier siblings); only the cache may supply its
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
 from engine.sglang.plugin.request_layout import RequestLayout
-from multiverse.attention import StructureRules
+from multiverse.attention import LayoutScan, StructureRules
+from multiverse.attention.resume import merge_children
 from multiverse.tags import StructureVocab
 
 PARAMS_KEY = "multiverse"  # custom_params[PARAMS_KEY] = {"parallel": bool, "max_paths": int|None, "max_depth": ...}
@@ -97,3 +98,69 @@ def merge_plan(ids: Sequence[int], lay: RequestLayout, masked: int, vocab: Struc
         plan = plan_merge(ids, RequestLayout.of(ids, vocab, lay.rules), masked, vocab)
     assert plan is not None  # a scan from token 0 always covers the block
     return plan
+
+
+def path_spans(ids: Sequence[int], a: int, b: int, vocab: StructureVocab) -> list[tuple[int, int]] | None:
+    """(start, end) of the `<Path>..</Path>` runs that tile ids[a:b] at the top level (nested ones inside), or
+    None when they do not tile it. Only the path tags are visited: list.index finds them, so the Python work is
+    O(tags), the rest a C scan."""
+    t = vocab.tags
+    events = sorted([(i, 1) for i in _indices(ids, t.path_open, a, b)] + [(i, -1) for i in _indices(ids, t.path_close, a, b)])
+    spans, depth, start, at = [], 0, a, a
+    for i, step in events:
+        if step == 1 and depth == 0:
+            if i != at:
+                return None  # text between two paths
+            start = i
+        depth += step
+        if depth < 0:
+            return None
+        if step == -1 and depth == 0:
+            spans.append((start, i))
+            at = i + 1
+    return spans if spans and depth == 0 and at == b else None
+
+
+def _indices(ids: Sequence[int], token: int, a: int, b: int) -> list[int]:
+    out = []
+    find = ids.index
+    try:
+        while True:
+            a = find(token, a, b)
+            out.append(a)
+            a += 1
+    except ValueError:
+        return out
+
+
+StateOf = Callable[[list[int], int], "LayoutScan | None"]  # (a child's ids, its <Path>'s index in the merge) -> state at its end
+
+
+def merged_layout(ids: Sequence[int], anchor: LayoutScan, state_of: StateOf, vocab: StructureVocab) -> RequestLayout | None:
+    """The layout of a merge request (prefix + path 1..n + <Conclusion>) whose cached prefix ends right after
+    path 1 (`anchor`: the scan there), built from the children's stored scans rather than by scanning paths
+    2..n: O(depth + tags of paths 2..n) plus the children's lookups. Its `plan` is the block's MergePlan; it
+    starts at the <Conclusion> (nothing before it is left to compute once the merged node exists). None when
+    the request is not such a merge or a child's state is not kept (the caller scans instead)."""
+    head = anchor.open_block()
+    c, depth = len(ids) - 1, anchor.length
+    if head is None or head[2] != 1 or head[1] < 2 or ids[-1] != vocab.tags.conclusion_open:
+        return None
+    spans = path_spans(ids, depth, c, vocab)
+    if spans is None or len(spans) != head[1] - 1:
+        return None
+    first = head[0]
+    others = []
+    for s, e in spans:
+        state = state_of(list(ids[:first]) + list(ids[s : e + 1]), s)
+        if state is None:
+            return None
+        others.append(state)
+    merged = merge_children(anchor, others, [s for s, _ in spans], c)
+    if merged is None:
+        return None
+    lay = RequestLayout(merged)
+    lay.save()  # the merged node ends here
+    lay.extend(ids[c:])
+    lay.plan = MergePlan(first, ((first, depth - 1), *spans), c)
+    return lay
