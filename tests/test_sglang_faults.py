@@ -154,7 +154,7 @@ def test_a_server_gone_mid_run_ends_every_request_with_an_error(tok, served):
 def test_evicted_blocks_are_rebuilt_recursively_and_stay_identical(tok, native, served):
     lm, server = served
     rng = random.Random(6)
-    bodies = [f"Step {i}:" + random_block(rng, nest=0.9) + " so" + random_block(rng, nest=0.0) + " done" for i in range(3)]
+    bodies = [f"Step {i}:" + random_block(rng, nest=0.9) + " so" + random_block(rng, nest=0.0) + " done" for i in range(2)]
     prompts, params, lm.script = scripted_jobs(tok, bodies, max_new_tokens=1000)
     want = native.generate(prompts, params)
     proxy = EvictingProxy(server.url, StructureVocab.from_tokenizer(tok)).start()
@@ -167,7 +167,7 @@ def test_evicted_blocks_are_rebuilt_recursively_and_stay_identical(tok, native, 
     for a, b in zip(want, got):
         identical(a, b)
     tags = StructureVocab.from_tokenizer(tok).tags
-    assert proxy.evictions == sum(a.stats.num_merges for a in want) >= 6
+    assert proxy.evictions == sum(a.stats.num_merges for a in want) >= 4
     assert any(r[-1] == tags.conclusion_open for r in proxy.refused)  # merges met evicted children
     assert proxy.refused_after_served(), "no re-prefill was refused in turn: the recursion was not exercised"
     assert sum(b.stats.merges_reissued for b in got) >= len(proxy.refused) and sum(b.stats.paths_reprefilled for b in got) > 0

@@ -48,6 +48,7 @@ class Rebuild:
     inflight: set[Ids] = field(default_factory=set)
     refusals: int = 0  # refused calls since the request's own last call got through (bounded by the caller)
     sent: int = 0  # re-prefill calls sent
+    recovering: bool = False  # from a refusal until a call of the request's own gets through
 
     @property
     def active(self) -> bool:

@@ -11,8 +11,10 @@ for good (after the wire's retries) ends only the requests with an input in it (
 
 A call the plugin refused because the server evicted a merged block (`multiverse merge failed`) waits while
 the request's evicted blocks are prefilled again from the tokens the client holds (rebuild.py, recursively),
-then goes out again. At most `max_reissues` * (merges + 1) refusals in a row (a call of the request's own
-that gets through starts the count again): then the request ends with the last refusal in its `error`.
+then goes out again. One request recovers at a time (the others launch no call meanwhile: concurrent rebuilds
+under KV pressure evict each other's children). At most `max_reissues` * (merges + 1) refusals in a row (a
+call of the request's own that gets through starts the count again): then the request ends with the last
+refusal in its `error`.
 
 Invariant: a buffer is valid only while `len(branch.visible) == buffer.base + buffer.taken`.
 """
@@ -99,9 +101,10 @@ class Segments:
 
     def _launch(self, rows: dict[int, tuple[Request, list[Branch], list[Branch]]]) -> None:
         calls: list[tuple[Input, GenerateCall]] = []
+        turn = self._recovering(rows)
         for r, samplers, closing in rows.values():
-            if r.request_id in self.errors:
-                continue
+            if r.request_id in self.errors or (turn is not None and r.request_id != turn):
+                continue  # one request recovers from an eviction at a time; the others launch nothing new meanwhile
             rebuild = self.rebuilds.get(r.request_id)
             if rebuild is not None and rebuild.active:  # evicted blocks first; the request's own calls wait
                 for ids in rebuild.due():
@@ -125,6 +128,13 @@ class Segments:
                 if b is not None:
                     self.busy.add((id(b), base))
             self.inflight[self.wire.post_batch_async([c for _, c in calls])] = [i for i, _ in calls]
+
+    def _recovering(self, rows: dict[int, tuple[Request, list[Branch], list[Branch]]]) -> int | None:
+        """The request whose evicted blocks are being rebuilt (the oldest one, if several), else None. While it
+        recovers, no other request launches a call: under KV pressure concurrent rebuilds evict each other's
+        children before their merges (a livelock); alone, a request's blocks fit where its sequence fit."""
+        waiting = [rid for rid, rb in self.rebuilds.items() if rb.recovering and rid in rows and rid not in self.errors]
+        return min(waiting) if waiting else None
 
     def _settle(self, future: futures.Future) -> None:
         what = self.inflight.pop(future)
@@ -151,8 +161,9 @@ class Segments:
                 self.rebuilds[request.request_id].done(ids)
                 self.counts(request).rebuilt += 1
                 continue
-            if request.request_id in self.rebuilds:  # its own call got through: the refusals start again from 0
+            if request.request_id in self.rebuilds:  # its own call got through: recovered, refusals start again from 0
                 self.rebuilds[request.request_id].refusals = 0
+                self.rebuilds[request.request_id].recovering = False
             if kind == "close":
                 self.counts(request).close_calls += 1
                 self.closed.add((id(branch), base))
@@ -180,6 +191,7 @@ class Segments:
             self.errors[request.request_id] = f"{why} ({reason})"
             return True
         self.counts(request).reissued += 1
+        rebuild.recovering = True
         rebuild.push(children)
         return True
 
