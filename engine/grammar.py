@@ -177,3 +177,33 @@ def readable(grammar: str, vocab: StructureVocab, tokenizer: object) -> str:
 
     grammar = re.sub(r"ExcludeToken\([^)]*\)", "<any token but a tag or EOS>", grammar)
     return re.sub(r"Token\((\d+)\)", show, grammar)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m engine.grammar [--model DIR] [--max-paths N] [--max-depth D] [--ids]`: print the whole-trace grammar
+    of a model's tokenizer (the shipped model by default), with tags written out unless --ids."""
+    import argparse
+
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from engine.driver import eos_ids
+    from multiverse.demo import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(prog="python -m engine.grammar", description=main.__doc__)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
+    parser.add_argument("--max-paths", type=int, default=3)
+    parser.add_argument("--max-depth", type=int, default=2)
+    parser.add_argument("--ids", action="store_true", help="the grammar as xgrammar/SGLang take it (token ids)")
+    args = parser.parse_args(argv)
+    tok = AutoTokenizer.from_pretrained(args.model)
+    try:
+        eos = eos_ids(tok, GenerationConfig.from_pretrained(args.model))
+    except OSError:  # no generation_config.json: the tokenizer's eos alone
+        eos = eos_ids(tok)
+    vocab = StructureVocab.from_tokenizer(tok)
+    grammar = trace_grammar(vocab, eos, StructureRules(max_paths=args.max_paths, max_depth=args.max_depth))
+    print(grammar if args.ids else readable(grammar, vocab, tok), end="")
+
+
+if __name__ == "__main__":
+    main()

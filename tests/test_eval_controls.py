@@ -28,7 +28,9 @@ def _args(*argv: str) -> argparse.Namespace:
     (["--sweep", "fork_threshold=0.5,2"], "fork_threshold must be in"),
     (["--sweep", "fork_bias=1,1"], "repeated"),
     (["--sweep", "fork_bias=1", "--budgets", "8"], "one sweep per run"),
-    (["--backend", "sglang", "--url", "http://127.0.0.1:1", "--fork-bias", "1"], "not on the sglang backend"),
+    (["--backend", "sglang", "--url", "http://127.0.0.1:1", "--merge", "refresh"], "merge='refresh' runs in the native"),
+    (["--backend", "sglang", "--url", "http://127.0.0.1:1", "--temperature", "0.6", "--sweep", "fork_threshold=0.5"],
+     "fork_threshold with temperature > 0"),
 ])
 def test_bad_control_flags_fail_before_loading(argv, needle):
     with pytest.raises(UsageError, match=needle):

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from engine.server import errors
 from engine.server.admission import Admission
 from engine.server.config import ServerConfig
+from engine.server.constraints import Constraints
 from engine.server.engine_client import EngineClient
 from engine.server.errors import APIError
 from engine.server.frontdoor import FrontDoor, reply
@@ -39,12 +40,16 @@ class ServerState:
     limits: Limits
     offload: Offload  # the worker threads for tokenizing and decoding
     admission: Admission  # requests in flight (the front door holds a ticket per request)
+    constraints: Constraints  # /generate's `ebnf` and `logit_bias` (engine/server/constraints.py)
     started: int = field(default_factory=lambda: int(time.time()))
 
     @classmethod
     def build(cls, lm: Any, config: ServerConfig, client: EngineClient, metrics: Metrics) -> "ServerState":
         limits = Limits.derive(config, lm)
-        return cls(lm, client, config, metrics, limits, Offload(config.cpu_workers), Admission(limits, metrics))
+        model_config = getattr(getattr(lm, "model", None), "config", None)
+        vocab_size = getattr(model_config, "vocab_size", None) or len(lm.tokenizer)  # the logits' width
+        constraints = Constraints(lm.tokenizer, vocab_size, lm.scheduler.eos_ids)
+        return cls(lm, client, config, metrics, limits, Offload(config.cpu_workers), Admission(limits, metrics), constraints)
 
 
 def build_app(state: ServerState) -> FastAPI:

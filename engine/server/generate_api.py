@@ -63,7 +63,8 @@ def _prepare(state: Any, body: GenerateRequest) -> list[tuple]:
         prompt, sampling, want_lp, rid = body.item(i)
         param = ("text" if body.text is not None else "input_ids") + (f"[{i}]" if body.is_batch else "")
         ids = encode(state.lm, prompt, param, state.config, state.limits.prompt_chars)
-        jobs.append((ids, _params(sampling, want_lp, ids, state.config), sampling, want_lp, rid or uuid.uuid4().hex))
+        processors = state.constraints.processors(sampling.ebnf, sampling.logit_bias)
+        jobs.append((ids, _params(sampling, want_lp, ids, state.config, processors), sampling, want_lp, rid or uuid.uuid4().hex))
     return jobs
 
 
@@ -71,7 +72,7 @@ def _items(results: list[Done], jobs: list[tuple], tokenizer: Any, latency: floa
     return [_item(done, job, tokenizer, latency) for done, job in zip(results, jobs)]
 
 
-def _params(s: GenerateSampling, want_lp: bool, ids: list[int], config: Any) -> SamplingParams:
+def _params(s: GenerateSampling, want_lp: bool, ids: list[int], config: Any, processors: tuple = ()) -> SamplingParams:
     # The multiverse client's structure limits (custom_params, as the SGLang plugin reads them): the prompt's
     # blocks are laid out with the rules the client forked them under.
     limits = (s.custom_params or {}).get("multiverse")
@@ -91,6 +92,7 @@ def _params(s: GenerateSampling, want_lp: bool, ids: list[int], config: Any) -> 
         include_stop_str_in_output=s.no_stop_trim,
         logprobs=want_lp,
         parallel=False,
+        logits_processors=processors,
         **extra,
     )
 

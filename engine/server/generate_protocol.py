@@ -3,7 +3,7 @@
 Field names, defaults and shapes follow SGLang 0.5.23's `GenerateReqInput` and `SamplingParams`: one input or
 a batch (`text: list[str]` / `input_ids: list[list[int]]`), `sampling_params` one dict for all or one per
 input, `return_logprob` likewise. Sampling keys this engine cannot honour are accepted at their neutral
-value only; an unknown sampling key is a 400 naming it (as SGLang refuses it too).
+value only (`ebnf` and `logit_bias` are honoured: engine/server/constraints.py); an unknown sampling key is a 400 naming it (as SGLang refuses it too).
 """
 from __future__ import annotations
 
@@ -39,7 +39,8 @@ class GenerateSampling(BaseModel):
     n: int = 1
     regex: None = None
     json_schema: None = None
-    ebnf: None = None
+    ebnf: str | None = None  # an xgrammar grammar (engine/server/constraints.py); SGLang's key
+    logit_bias: dict[str, Finite] | None = None  # {"token id": bias}, added after the grammar's mask, as in SGLang
     custom_params: dict[str, Any] | None = None
 
     @field_validator("top_k")

@@ -14,6 +14,11 @@ Options (options.py): `timeout_s` per HTTP call, `call_tokens` new tokens per se
 stretch is several bounded calls), `retries` / `retry_wait_s` for a call that times out or gets a 5xx (then
 only the requests of that call end, with the cause in `error`). Without a model path the tokenizer and the
 end-of-sequence ids come from the server's model (model_files.py), so stops are the native engine's.
+
+Decoding controls (engine/controls.py) as in the native engine: fork_bias (SGLang's logit_bias), fork_threshold
+at temperature 0, max_concurrent_paths / path_rule (the native fork code holds paths back; tokens unchanged),
+structure="constrained" (each call's `ebnf`: engine/grammar.py). merge="refresh", fork_threshold with sampling
+and constrained with ignore_eos are refused by name (`refuse_controls` says why).
 """
 from __future__ import annotations
 
@@ -36,6 +41,25 @@ from engine.sglang.segments import Segments
 from multiverse.tags import StructureVocab
 
 REMOTE_PAGES = 65536  # client-side accounting pool when num_pages is unset (1M slots of 16: never the bound)
+
+
+def refuse_controls(params: SamplingParams) -> None:
+    """The decoding controls this backend cannot run as the native engine does, refused by name (the others go
+    in each call: segments.py). fork_bias, max_concurrent_paths, path_rule and structure="constrained" work."""
+    if params.merge == "refresh":
+        raise ValueError(
+            "SamplingParams.merge='refresh' runs in the native engine only: it re-encodes one block's paths causally "
+            "inside a sequence whose other blocks keep the Multiverse layout, and the server lays out every block of "
+            "a call from its tags (the plugin, multiverse serve) or none (stock SGLang); leave merge='reuse'")
+    if params.fork_threshold is not None and not params.greedy:
+        raise ValueError(
+            "SamplingParams.fork_threshold with temperature > 0 runs in the native engine only: the gate needs "
+            "p(<Parallel>) at temperature 1 and a redraw with the same uniform, and SGLang reports a sampled "
+            "token's logprob at the request's temperature and draws anew; use temperature=0 (exact) or the native "
+            "backend")
+    if params.structure == "constrained" and params.ignore_eos:
+        raise ValueError("SamplingParams.structure='constrained' with ignore_eos=True: on backend='sglang' the "
+                         "grammar ends at an EOS (xgrammar's stop token), so it cannot be text; drop ignore_eos")
 
 
 class ApproximateMergeRefused(ServerError):
@@ -107,12 +131,7 @@ class SGLangClient(Driver):
                 "--enable-custom-logit-processor)"
             )
         if isinstance(params, SamplingParams):
-            from engine import controls
-
-            asked = [k for k, v in controls.recorded(params).items() if v != controls.DEFAULTS[k]]
-            if asked:  # refused by name rather than ignored: SGLang parity for these is not built yet
-                raise ValueError(f"SamplingParams.{asked[0]}: the decoding controls run in the native engine only "
-                                 f"(backend='sglang' does not have them yet); leave {', '.join(asked)} at the default")
+            refuse_controls(params)
         return super()._prepare(prompt, params, sink)
 
     def _submit_all(self, prompts: Any, params: Any, sink: Any) -> list[Request]:

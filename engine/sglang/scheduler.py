@@ -48,7 +48,11 @@ class RemoteScheduler(Scheduler):
                 if request.phase is not Phase.RUNNING:
                     break
                 try:
-                    self._on_token(request, branch, *self.segments.take(branch))
+                    token, logprob, fork = self.segments.take(branch)
+                    if fork is not None:  # a drawn <Parallel>, kept or vetoed (stats.fork_acceptance_rate)
+                        request.fork_proposals += 1
+                        request.fork_accepted += int(fork)
+                    self._on_token(request, branch, token, logprob)
                 except Exception as err:  # noqa: BLE001 - this request's fault: it alone ends
                     self._fail(request, err)
         return self._retire(finished)

@@ -16,16 +16,25 @@ under KV pressure evict each other's children). At most `max_reissues` * (merges
 call of the request's own that gets through starts the count again): then the request ends with the last
 refusal in its `error`.
 
+Decoding controls (engine/controls.py) travel in each call: `fork_bias` as SGLang's `logit_bias` on `<Parallel>`,
+structure="constrained" as `ebnf`, the grammar of the branch's automaton from its state (engine/grammar.py), and
+`fork_threshold` (greedy) from the server's logprob of a drawn `<Parallel>`: below tau, the segment is cut there
+and one token is asked again with `<Parallel>` masked (VETO_BIAS), which is the native redraw. Path caps need
+only the outlines' logprobs (asked for; the native fork code holds paths back).
+
 Invariant: a buffer is valid only while `len(branch.visible) == buffer.base + buffer.taken`.
 """
 from __future__ import annotations
 
+import math
 import zlib
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine import path_cap
 from engine.branch import Branch
+from engine.grammar import branch_grammar
 from engine.request import Phase, Request
 from engine.sglang.http import GenerateCall, Reply, ServerError, Wire
 from engine.sglang.plugin.structure import rules_to_params
@@ -34,6 +43,7 @@ from multiverse.tags import StructureVocab
 
 MERGE_FAILED = "multiverse merge failed"  # the plugin's abort message (engine/sglang/plugin/cache.py)
 Input = tuple[str, Request, "Branch | None", int, Ids]  # (kind, request, branch or None for a rebuild, len(ids), ids)
+VETO_BIAS = -1e9  # on `<Parallel>` for the one token that replaces a vetoed fork (finite: JSON has no -inf)
 
 
 @dataclass
@@ -42,6 +52,7 @@ class Buffer:
     tokens: list[int]
     logprobs: list[float | None]
     taken: int = 0
+    veto: bool = False  # its first token replaces a `<Parallel>` that fork_threshold vetoed
 
 
 @dataclass
@@ -67,12 +78,14 @@ class Segments:
         self.closed: set[tuple[int, int]] = set()  # (id(branch), len(visible)) whose </Path> KV the server holds
         self.rebuilds: dict[int, Rebuild] = {}  # request id -> evicted sequences to prefill again
         self.errors: dict[int, str] = {}  # request id -> why the server failed it
+        self.vetoed: set[tuple[int, int]] = set()  # (id(branch), len(visible)) where a drawn <Parallel> was vetoed
 
     def forget(self, request: Request) -> None:
         """After the request finished: drop its buffers and marks (a call still in flight is ignored on return)."""
         for b in request.branches():
             self.buffers.pop(id(b), None)
             self.closed = {k for k in self.closed if k[0] != id(b)}
+            self.vetoed = {k for k in self.vetoed if k[0] != id(b)}
         self.errors.pop(request.request_id, None)
         self.rebuilds.pop(request.request_id, None)
         self.merges.pop(request.request_id, None)
@@ -208,13 +221,33 @@ class Segments:
         if not reply.output_ids:
             self.errors[request.request_id] = f"branch {branch.label!r}: the server returned no token"
         else:
-            self.buffers[id(branch)] = Buffer(len(branch.visible), reply.output_ids, reply.logprobs)
+            base = len(branch.visible)
+            veto = (id(branch), base) in self.vetoed
+            self.vetoed.discard((id(branch), base))
+            tokens, logprobs = list(reply.output_ids), list(reply.logprobs)
+            cut = self._gate(request.params.fork_threshold, tokens, logprobs, start=int(veto))
+            if cut is not None:  # the drawn <Parallel> at `cut` is vetoed: the tokens before it stand
+                tokens, logprobs = tokens[:cut], logprobs[:cut]
+                self.vetoed.add((id(branch), base + cut))
+            self.buffers[id(branch)] = Buffer(base, tokens, logprobs, veto=veto)
 
-    def take(self, branch: Branch) -> tuple[int, float | None]:
+    def _gate(self, tau: float | None, tokens: list[int], logprobs: list[float | None], start: int) -> int | None:
+        """The index of the first `<Parallel>` whose probability is below tau (engine/fork_gate.py), or None."""
+        if tau is None:
+            return None
+        for j in range(start, len(tokens)):
+            lp = logprobs[j] if j < len(logprobs) else None
+            if tokens[j] == self.tags.parallel_open and lp is not None and math.exp(lp) < tau:
+                return j
+        return None
+
+    def take(self, branch: Branch) -> tuple[int, float | None, bool | None]:
+        """(token, logprob, fork): fork as engine.sampling.Draw's (None: no <Parallel> drawn; False: vetoed)."""
         buf = self.buffers[id(branch)]
         token, logprob = buf.tokens[buf.taken], buf.logprobs[buf.taken]
+        fork = False if buf.veto and buf.taken == 0 else True if token == self.tags.parallel_open else None
         buf.taken += 1
-        return token, logprob
+        return token, logprob, fork
 
     def counts(self, request: Request | int) -> MergeCounts:
         rid = request if isinstance(request, int) else request.request_id
@@ -268,10 +301,19 @@ class Segments:
         if not p.greedy:
             key = f"{request.seed}/{branch.label}/{len(branch.visible)}".encode()
             sampling["sampling_seed"] = zlib.crc32(key)
+        veto = (id(branch), len(branch.visible)) in self.vetoed
+        bias = p.fork_bias + (VETO_BIAS if veto else 0.0)
+        if bias:
+            sampling["logit_bias"] = {str(self.tags.parallel_open): bias}
+        if veto:  # only the token that replaces the vetoed <Parallel> is drawn with it masked
+            sampling["max_new_tokens"] = 1
+        if branch.guard is not None:  # structure="constrained": the branch's grammar from its automaton's state
+            sampling["ebnf"] = branch_grammar(branch.guard)
         processor = self.processors.get(request.request_id)
         if processor is not None:
             sampling["custom_params"] = {**sampling["custom_params"], **processor[1]}
-        return GenerateCall(list(branch.visible), sampling, p.logprobs, processor[0] if processor else None)
+        logprobs = p.logprobs or p.fork_threshold is not None or path_cap.capped(p)  # the gate, outline confidences
+        return GenerateCall(list(branch.visible), sampling, logprobs, processor[0] if processor else None)
 
 
 __all__ = ["Buffer", "MergeCounts", "Segments", "ServerError"]

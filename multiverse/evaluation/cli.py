@@ -157,9 +157,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--backend {args.backend} needs --url")
     if args.baseline_model and args.backend == "openai" and not args.baseline_url:
         raise UsageError("--baseline-model with --backend openai needs --baseline-url (the server of the baseline)")
-    if args.backend == "sglang" and (sweep or protocol.controls != controls.DEFAULTS):
-        raise UsageError("the decoding controls (--fork-threshold ... --merge, --sweep) are not on the sglang backend yet; "
-                         "use --backend native, or openai against `multiverse serve`")
+    if args.backend == "sglang":
+        check_sglang_controls(protocol, sweep)
     if sweep and budgets:
         raise UsageError("--sweep and --budgets: one sweep per run")
     if args.baseline_forks and not args.baseline_model:
@@ -227,3 +226,17 @@ def prepare_out(args: argparse.Namespace, settings: dict[str, Any]) -> str:
     os.makedirs(out_dir, exist_ok=True)
     write_json(config_path, {"settings": settings, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return out_dir
+
+
+def check_sglang_controls(protocol: Any, sweep: dict[str, Any] | None) -> None:
+    """The controls the SGLang client refuses (engine/sglang/client.py), at every sweep point, before loading."""
+    from engine.params import SamplingParams
+    from engine.sglang.client import refuse_controls
+    from multiverse.evaluation.control_sweep import at_value
+
+    points = [{**protocol.controls, **at_value(sweep["name"], v)} for v in sweep["values"]] if sweep else [protocol.controls]
+    for point in points:
+        try:
+            refuse_controls(SamplingParams(temperature=protocol.temperature, **point))
+        except ValueError as err:
+            raise UsageError(f"--backend sglang: {err}") from err

@@ -88,9 +88,12 @@ def plot(rows: Sequence[dict[str, Any]], out_dir: str) -> str:
         y = [r["accuracy"]["mean"] for r in mine]
         err = [[m - r["accuracy"]["ci95"][0] for m, r in zip(y, mine)], [r["accuracy"]["ci95"][1] - m for m, r in zip(y, mine)]]
         ax.errorbar(x, y, yerr=err, fmt="o-", capsize=3, label=task)
+        labels: dict[tuple[float, float], list[str]] = {}  # values at one point share one label ("-9.0, 0.0")
         for xi, yi, r in zip(x, y, mine):
-            ax.annotate(f"{r['value']}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.margins(x=0.12, y=0.08)
+            labels.setdefault((round(xi, 4), round(yi, 4)), []).append(f"{r['value']}")
+        for (xi, yi), values in labels.items():
+            ax.annotate(", ".join(values), (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.margins(x=0.2, y=0.08)
     ax.set_xlabel("degree of parallelism (generated tokens / critical path)")
     ax.set_ylabel("accuracy (95% CI)")
     ax.set_title(f"sweep of {name}")
