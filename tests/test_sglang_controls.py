@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -100,3 +101,16 @@ def test_native_only_controls_are_refused_by_name(both):
                           (SamplingParams(structure="constrained", ignore_eos=True), "drop ignore_eos")]:
         with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):
             client.generate(["x"], params)
+
+
+def test_generate_names_a_bad_grammar_or_bias(both):
+    _, client = both
+    url = client.backend.wire.url + "/generate"
+    for sampling, words in [({"ebnf": "root ::= Token(-3)"}, "ebnf: xgrammar cannot compile it"),
+                            ({"logit_bias": {"abc": 1.0}}, "logit_bias: key 'abc' is not a token id"),
+                            ({"logit_bias": {"99999": 1.0}}, "logit_bias: key '99999' is not a token id")]:
+        reply = httpx.post(url, json={"input_ids": [5, 6], "sampling_params": {"max_new_tokens": 2, **sampling}}, timeout=60)
+        assert reply.status_code == 400 and words in reply.json()["error"]["message"], reply.text
+    forced = {"max_new_tokens": 3, "temperature": 0, "ebnf": "root ::= Token(296) Token(298) Token(300)"}
+    reply = httpx.post(url, json={"input_ids": [5, 6], "sampling_params": forced}, timeout=60)
+    assert reply.json()["output_ids"] == [296, 298, 300]  # the grammar, not the model, chose these
