@@ -24,6 +24,7 @@ Labels are data, so a grammar counts outlines: with `max_paths=None` it unrolls 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from engine.structure_mask import Phase, StructureGuard
@@ -167,8 +168,6 @@ def _rooted(w: _Writer) -> str:
 
 def readable(grammar: str, vocab: StructureVocab, tokenizer: object) -> str:
     """The grammar with tag ids written as their tags and label tokens as text (for documentation)."""
-    import re
-
     names = {i: tokenizer.convert_ids_to_tokens(i) for i in vocab.tags.all()}  # type: ignore[attr-defined]
 
     def show(m: re.Match) -> str:

@@ -7,6 +7,8 @@ import random
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -97,6 +99,17 @@ class SGLangServer:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, 9)
         self.log.close()
+
+
+@contextmanager
+def plugin_server(model: str, log: Path) -> Iterator[SGLangServer]:
+    """A healthy real SGLang with the multiverse plugin on loopback, stopped on exit (a module fixture's body)."""
+    server = SGLangServer(VENV, model, True, log)
+    try:
+        server.wait()
+        yield server
+    finally:
+        server.close()
 
 
 def write_report(path: Path | None, name: str, figures: dict) -> None:

@@ -20,7 +20,7 @@ import pytest
 from transformers import GenerationConfig
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sglang_support import VENV, SGLangServer, needs_sglang, report_path, write_report  # noqa: E402
+from sglang_support import needs_sglang, plugin_server, report_path, write_report  # noqa: E402
 
 from engine.api import MultiverseLM  # noqa: E402
 from engine.driver import eos_ids  # noqa: E402
@@ -41,12 +41,8 @@ OFF_TASK = ["Write a poem about the sea.", "asdf qwer zxcv", "What is the capita
 
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory):
-    server = SGLangServer(VENV, str(DEFAULT_MODEL), True, tmp_path_factory.mktemp("sglang") / "plugin.log")
-    try:
-        server.wait()
+    with plugin_server(str(DEFAULT_MODEL), tmp_path_factory.mktemp("sglang") / "plugin.log") as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")
