@@ -11,8 +11,8 @@ for good (after the wire's retries) ends only the requests with an input in it (
 
 A call the plugin refused because the server evicted a merged block (`multiverse merge failed`) waits while
 the request's evicted blocks are prefilled again from the tokens the client holds (rebuild.py, recursively),
-then goes out again. One request recovers at a time (the others launch no call meanwhile: concurrent rebuilds
-under KV pressure evict each other's children). At most `max_reissues` * (merges + 1) refusals in a row (a
+then goes out again. One request recovers at a time, alone on the server (the others' calls drain first and
+they launch none meanwhile: under KV pressure concurrent work evicts the children before their merge). At most `max_reissues` * (merges + 1) refusals in a row (a
 call of the request's own that gets through starts the count again): then the request ends with the last
 refusal in its `error`.
 
@@ -115,6 +115,8 @@ class Segments:
     def _launch(self, rows: dict[int, tuple[Request, list[Branch], list[Branch]]]) -> None:
         calls: list[tuple[Input, GenerateCall]] = []
         turn = self._recovering(rows)
+        if turn is not None and any(i[1].request_id != turn for batch in self.inflight.values() for i in batch):
+            return  # it recovers alone: the other requests' calls drain from the server first
         for r, samplers, closing in rows.values():
             if r.request_id in self.errors or (turn is not None and r.request_id != turn):
                 continue  # one request recovers from an eviction at a time; the others launch nothing new meanwhile
@@ -143,9 +145,10 @@ class Segments:
             self.inflight[self.wire.post_batch_async([c for _, c in calls])] = [i for i, _ in calls]
 
     def _recovering(self, rows: dict[int, tuple[Request, list[Branch], list[Branch]]]) -> int | None:
-        """The request whose evicted blocks are being rebuilt (the oldest one, if several), else None. While it
-        recovers, no other request launches a call: under KV pressure concurrent rebuilds evict each other's
-        children before their merges (a livelock); alone, a request's blocks fit where its sequence fit."""
+        """The request whose evicted blocks are being rebuilt (the oldest one, if several), else None. It recovers
+        alone: it launches once no other request has a call on the server, and no other request launches one
+        until it recovered. Under KV pressure, concurrent rebuilds and other requests' running calls evict its
+        children before its merge (a livelock); alone, its blocks fit where its sequence fit."""
         waiting = [rid for rid, rb in self.rebuilds.items() if rb.recovering and rid in rows and rid not in self.errors]
         return min(waiting) if waiting else None
 
