@@ -38,7 +38,7 @@ def stage_commands(out: str, rounds: int, rl_steps: int, mv: str = "multiverse",
               "distill": distilled, "rl": rl, "no_bonus": no_bonus}
     common = (f"--baseline-model {q(os.path.join(out, 'autoregressive'))} --baseline-suffix '' "
               f"--tasks {q(os.path.join(out, 'heldout.jsonl'))} --field {HELD_OUT_FIELDS} --suffix '' "
-              "--temperature 0 --max-new-tokens 2048 --batch-size 16")
+              "--temperature 0 --max-new-tokens 2048 --batch-size 64")
     evals = [f"{mv} eval --model {q(path)} {common} --out {q(os.path.join(out, 'eval', name))}" for name, path in models.items()]
     speed = (f"--tasks {q(os.path.join(out, 'heldout.jsonl'))} --field {HELD_OUT_FIELDS} --suffix '' --temperature 0 "
              "--max-new-tokens 2048 --limit 64 --compare-sequential --speed-questions 64 --speed-rounds 2 --speed-batch-size 1")
@@ -64,8 +64,8 @@ def stage_commands(out: str, rounds: int, rl_steps: int, mv: str = "multiverse",
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/wide", help="the chain's folder (OUT-full holds the fully parallel pair)")
-    parser.add_argument("--rounds", type=int, default=2, help="self-distillation rounds")
-    parser.add_argument("--rl-steps", type=int, default=100, help="RL steps (the no-bonus run continues for a quarter)")
+    parser.add_argument("--rounds", type=int, default=1, help="self-distillation rounds")
+    parser.add_argument("--rl-steps", type=int, default=240, help="RL steps (the no-bonus run continues for a quarter)")
     parser.add_argument("--only", action="append", choices=["start", "full", "distill", "rl", "no_bonus", "eval"],
                         help="run only these stages (repeatable); default: all, in order")
     parser.add_argument("--run", action="store_true", help="run the commands (else print them)")

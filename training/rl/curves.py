@@ -1,5 +1,6 @@
 """The RL curves: one PNG from metrics.jsonl (reward parts, accuracy and forks, parallelism, critical path,
-KL and entropy against the step), rewritten at every checkpoint and at the end of training."""
+KL and entropy against the step), rewritten at every checkpoint and at the end of training. Past 30 steps each
+metric is drawn faintly per step (a step sees only a few rollouts) with its rolling mean over `SMOOTH` steps on top."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,7 @@ from transformers import TrainerCallback
 from training.metrics_log import FILE, read
 
 PNG = "curves.png"
+SMOOTH = 20  # steps in the rolling mean
 PANELS = (  # (title, metric keys)
     ("reward", ("reward", "reward_correct", "reward_acceleration", "reward_format")),
     ("accuracy and forks", ("accuracy", "valid", "forked", "forked_forkable")),
@@ -34,8 +36,12 @@ def plot_curves(output_dir: str | Path, png: str = PNG) -> Path | None:
     for ax, (title, keys) in zip(axes.flat, PANELS):
         for key in keys:
             pts = [(r["step"], r[key]) for r in rows if key in r]
-            if pts:
-                ax.plot(*zip(*pts), marker="o" if len(pts) < 30 else None, markersize=3, label=key)
+            if len(pts) < 30:
+                ax.plot(*zip(*pts), marker="o", markersize=3, label=key) if pts else None
+            else:
+                line, = ax.plot(*zip(*pts), alpha=0.2, linewidth=0.8)
+                steps, values = zip(*pts)
+                ax.plot(steps, rolling(values, SMOOTH), color=line.get_color(), linewidth=1.8, label=f"{key} ({SMOOTH}-step mean)")
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -46,6 +52,17 @@ def plot_curves(output_dir: str | Path, png: str = PNG) -> Path | None:
     out = Path(output_dir, png)
     fig.savefig(out, dpi=100)
     plt.close(fig)
+    return out
+
+
+def rolling(values: Any, n: int) -> list[float]:
+    """Mean of each value with up to n-1 values before it (the first points average what exists)."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= n:
+            total -= values[i - n]
+        out.append(total / min(i + 1, n))
     return out
 
 
