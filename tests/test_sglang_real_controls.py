@@ -26,6 +26,7 @@ from engine.api import MultiverseLM  # noqa: E402
 from engine.driver import eos_ids  # noqa: E402
 from engine.grammar import trace_grammar  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
+from engine.structure_mask import Phase, StructureGuard  # noqa: E402
 from multiverse.attention.scanner import StructureRules  # noqa: E402
 from multiverse.demo import DEFAULT_MODEL  # noqa: E402
 from multiverse.demo.remainders import held_out_rows  # noqa: E402
@@ -55,6 +56,13 @@ def valid(tok, prompt_ids: list[int], ids: list[int]) -> bool:
     return continuation_validity(prompt, tok.decode(ids, skip_special_tokens=False), special_tokens(tok)).valid
 
 
+def at_root_text(vocab, rules: StructureRules, eos: frozenset[int], ids: list[int]) -> bool:
+    guard = StructureGuard(vocab, rules, eos)
+    for token in ids:
+        guard.step(token)
+    return guard.phase is Phase.TEXT and guard.think == 0
+
+
 def test_sglang_takes_the_grammar_and_samples_only_valid_structure(plugin, native):
     tok = native.tokenizer
     eos = eos_ids(tok, GenerationConfig.from_pretrained(str(DEFAULT_MODEL)))
@@ -62,8 +70,13 @@ def test_sglang_takes_the_grammar_and_samples_only_valid_structure(plugin, nativ
     grammar = trace_grammar(native.vocab, eos, rules)
     compiled = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tok, vocab_size=len(tok), stop_token_ids=sorted(eos)))
     compiled = compiled.compile_grammar(grammar)
-    prompts = [tok(p)["input_ids"] for p in OFF_TASK] * 4
-    sampling = [{"max_new_tokens": 200, "temperature": 1.5, "sampling_seed": i, "skip_special_tokens": False,
+    # the whole-trace grammar starts at the root's plain text: prompts that leave the automaton there (a prompt
+    # that opens a block, "<Parallel><Goal>", needs the grammar from that state: the client's per-call form)
+    tasks = [tok.apply_chat_template([{"role": "user", "content": row["question"]}], add_generation_prompt=True,
+                                     tokenize=True, return_dict=True)["input_ids"] for row in held_out_rows(4)]
+    prompts = [ids for ids in [tok(p)["input_ids"] for p in OFF_TASK] * 3 + tasks * 2 if at_root_text(native.vocab, rules, eos, ids)]
+    assert len(prompts) == 29  # 7 off-task prompts x 3 and 4 questions x 2 (the questions fork)
+    sampling = [{"max_new_tokens": 400, "temperature": 1.5, "sampling_seed": i, "skip_special_tokens": False,
                  "ebnf": grammar} for i in range(len(prompts))]
     reply = httpx.post(plugin.url + "/generate", json={"input_ids": prompts, "sampling_params": sampling}, timeout=1200)
     assert reply.status_code == 200, reply.text[:500]
