@@ -1,4 +1,4 @@
-"""Issue 23's learning chain on the widened task, as one command (NOT RUN YET: the settings are first guesses).
+"""Issue 23's learning chain on the widened task, as one command (measured: training/README.md).
 
     python -m multiverse.demo.learn_chain --out runs/wide            # print every command, run nothing
     python -m multiverse.demo.learn_chain --out runs/wide --run      # run them in order, timing each stage
