@@ -2,7 +2,7 @@
 
 A random LM head [V, H] and hidden states [T, H] (fp32, CPU), every token a target; forward + backward of the
 loss w.r.t. hidden states and head weight. Each method runs in a fresh subprocess; peak memory is the rise of the
-resident high-water mark (VmHWM, reset through /proc/self/clear_refs) over the resident size just before the loss,
+resident high-water mark (benchmarks/peak_memory.py: reset at the region's start on Linux) over the resident size just before the loss,
 so it counts what the loss itself allocates (logits, softmax, their gradients), not the inputs. Also printed: the
 same arithmetic for 32K tokens x Qwen2.5's 152,064-entry vocabulary. Readable lines to stderr; ONE JSON line to stdout.
 
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
@@ -20,13 +19,11 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.peak_memory import PeakMemory  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 REPEATS = 2
-
-
-def _status(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"{field}:\s+(\d+) kB", text).group(1)) * 1024  # type: ignore[union-attr]
 
 
 def one(method: str, T: int, V: int, H: int, chunk: int) -> dict:
@@ -37,22 +34,21 @@ def one(method: str, T: int, V: int, H: int, chunk: int) -> dict:
     head = torch.nn.Linear(H, V, bias=False)
     hidden = torch.randn(1, T, H, requires_grad=True)
     labels = torch.randint(0, V, (1, T))
-    Path("/proc/self/clear_refs").write_text("5")
-    before = _status("VmRSS")
     times = []
-    for _ in range(REPEATS):  # the best time of REPEATS; the peak over all of them
-        hidden.grad, head.weight.grad = None, None
-        t0 = time.perf_counter()
-        if method == "plain":  # what the HF causal-LM loss does: logits, fp32 upcast, shift, cross-entropy
-            logits = head(hidden).float()
-            loss = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:])
-            del logits
-        else:
-            loss = chunked_cross_entropy(head, hidden, labels, chunk)
-        loss.backward()
-        times.append(time.perf_counter() - t0)
+    with PeakMemory() as mem:
+        for _ in range(REPEATS):  # the best time of REPEATS; the peak over all of them
+            hidden.grad, head.weight.grad = None, None
+            t0 = time.perf_counter()
+            if method == "plain":  # what the HF causal-LM loss does: logits, fp32 upcast, shift, cross-entropy
+                logits = head(hidden).float()
+                loss = torch.nn.functional.cross_entropy(logits[0, :-1], labels[0, 1:])
+                del logits
+            else:
+                loss = chunked_cross_entropy(head, hidden, labels, chunk)
+            loss.backward()
+            times.append(time.perf_counter() - t0)
     seconds = min(times)
-    peak = _status("VmHWM") - before
+    peak = mem.extra
     grad_norm = float(hidden.grad.norm())
     return {"method": method, "peak_mib": round(peak / 2**20, 1), "seconds": round(seconds, 3),
             "loss": float(loss), "hidden_grad_norm": grad_norm}

@@ -1,7 +1,7 @@
 """Mask construction cost: our O(L) block mask vs our dense bool mask vs a reference-style dense float32 mask.
 
 Each (method, L) runs in a fresh subprocess (after a small warm-up build) on the same synthetic nested sequence; peak extra memory is the
-rise of the process's resident high-water mark (VmHWM, reset through /proc/self/clear_refs) over its resident
+rise of the process's resident high-water mark (benchmarks/peak_memory.py: reset at the region's start on Linux) over its resident
 size just before the build. Prints ONE JSON line.
 
     python benchmarks/masks.py [--lengths 4096 16384 32768] [--skip-reference-above 32768]
@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.peak_memory import PeakMemory  # noqa: E402
+
 METHODS = ("block_mask", "dense_mask", "reference_float32")
-
-
-def _status(field: str) -> int:
-    """A VmXXX field of /proc/self/status in bytes."""
-    text = open("/proc/self/status").read()
-    return int(re.search(rf"{field}:\s+(\d+) kB", text).group(1)) * 1024  # type: ignore[union-attr]
 
 
 def synthetic_ids(length: int, tokenizer: object) -> list[int]:
@@ -79,12 +76,11 @@ def measure(method: str, length: int) -> dict[str, float]:
     builders[method](synthetic_ids(1024, tok))  # warm-up: one-time kernel and thread-pool start-up excluded
     ids = synthetic_ids(length, tok)
     build = lambda: builders[method](ids)  # noqa: E731
-    open("/proc/self/clear_refs", "w").write("5")
-    base = _status("VmRSS")
-    start = time.perf_counter()
-    out = build()
-    seconds = time.perf_counter() - start
-    peak = _status("VmHWM") - base
+    with PeakMemory() as mem:
+        start = time.perf_counter()
+        out = build()
+        seconds = time.perf_counter() - start
+    peak = mem.extra
     result = {"method": method, "L": length, "seconds": round(seconds, 3), "peak_extra_mib": round(peak / 2**20, 1)}
     if method == "block_mask":
         from multiverse.attention import skipped_fraction

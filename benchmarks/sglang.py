@@ -7,10 +7,11 @@ processor on every contender (greedy): native MultiverseLM in-process, the SGLan
 the multiverse plugin (exact merges), and, if given, against a stock SGLang (approximate merges, client opt-in).
 Rounds alternate native / SGLang; the speed ratio is the median of the paired per-round ratios. Prints ONE JSON line.
 
-Start the servers first (../shared/tools/sglang-cpu/launch.sh; see engine/README.md):
-    SGLANG_PLUGINS=multiverse launch.sh VENV multiverse/assets/tiny-multiverse 30123 \\
+Start the servers first (LAUNCH: a script that starts SGLang from its own environment, the one the opt-in
+tests read from MV_SGLANG_LAUNCH; engine/README.md, "SGLang"):
+    SGLANG_PLUGINS=multiverse $LAUNCH VENV multiverse/assets/tiny-multiverse 30123 \\
         --radix-cache-backend multiverse --page-size 1 --enable-custom-logit-processor
-    SGLANG_PLUGINS=none launch.sh VENV multiverse/assets/tiny-multiverse 30124 --enable-custom-logit-processor
+    SGLANG_PLUGINS=none $LAUNCH VENV multiverse/assets/tiny-multiverse 30124 --enable-custom-logit-processor
     python benchmarks/sglang.py --exact-url http://127.0.0.1:30123 [--stock-url http://127.0.0.1:30124]
 
 What a GPU run would add: FlashInfer/FA3 attention, CUDA graphs and the overlap scheduler (none run on CPU),

@@ -7,7 +7,7 @@ CPU: a small Qwen2 (hidden 128, 2 layers) at 2K and 8K tokens of a real Multiver
 CUDA (when present): a bigger model in bf16 at 8K and 32K, FlexAttention BlockMask vs dense bool + SDPA.
 
 Every (method, length) runs in a fresh subprocess. CPU peak memory is the rise of the resident high-water
-mark (VmHWM, reset through /proc/self/clear_refs) over the resident size just before the mask is built;
+mark (benchmarks/peak_memory.py: reset at the region's start on Linux) over the resident size just before the mask is built;
 CUDA peak memory is torch.cuda.max_memory_allocated above the allocation before the step. tokens/s counts
 the L tokens over (mask build + forward + backward), the best of REPEATS steps. Readable lines go to stderr; ONE JSON line to stdout.
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import subprocess
 import sys
 import time
@@ -26,16 +25,14 @@ from typing import Any
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.peak_memory import PeakMemory  # noqa: E402
+
 from multiverse.data import EXAMPLES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 TRACE = EXAMPLES_DIR / "13.xml"  # a reference trace shipped in multiverse/data
 REPEATS = 3
-
-
-def _status(field: str) -> int:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"{field}:\s+(\d+) kB", text).group(1)) * 1024  # type: ignore[union-attr]
 
 
 def trace_ids(length: int, tokenizer: Any) -> list[int]:
@@ -162,11 +159,12 @@ def one(method: str, length: int, cuda: bool) -> dict[str, Any]:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
+        runs = [_timed(method, ids, tok, model, device) for _ in range(REPEATS)]
+        peak = torch.cuda.max_memory_allocated() - before
     else:
-        Path("/proc/self/clear_refs").write_text("5")
-        before = _status("VmRSS")
-    runs = [_timed(method, ids, tok, model, device) for _ in range(REPEATS)]
-    peak = (torch.cuda.max_memory_allocated() if cuda else _status("VmHWM")) - before
+        with PeakMemory() as mem:
+            runs = [_timed(method, ids, tok, model, device) for _ in range(REPEATS)]
+        peak = mem.extra
     mask_s, step_s, skipped = min(runs, key=lambda r: r[0] + r[1])
     out = {"method": method, "tokens": length, "device": device, "mask_s": round(mask_s, 3),
            "fwd_bwd_s": round(step_s, 3), "tokens_per_s": round(length / (mask_s + step_s), 1),

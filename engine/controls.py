@@ -1,4 +1,4 @@
-"""Decoding controls borrowed from parallel decoders (Fast-dLLM, dParallel; ../shared/reference/dllm.md §3):
+"""Decoding controls borrowed from parallel decoders (Fast-dLLM, arXiv 2505.22618; dParallel, arXiv 2509.26488):
 the names, their checks and how they are recorded. Each is a per-request field of `SamplingParams`.
 
 | field | off | meaning |

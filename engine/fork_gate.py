@@ -1,4 +1,4 @@
-"""Confidence-gated forking (Fast-dLLM's threshold rule at branch level, ../shared/reference/dllm.md §3.3).
+"""Confidence-gated forking (Fast-dLLM's threshold rule, arXiv 2505.22618, at branch level).
 
 `fork_bias` b is added to the `<Parallel>` logit before anything is drawn. When a row draws `<Parallel>` (a fork
 proposal) and its `fork_threshold` tau is set, the proposal is kept only if p(<Parallel>) >= tau under the

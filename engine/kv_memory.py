@@ -110,13 +110,16 @@ def available_memory(device: torch.device) -> int:
     import psutil
 
     free = psutil.virtual_memory().available
-    limit = _cgroup_room()
+    limit = cgroup_room()
     return free if limit is None else min(free, limit)
 
 
-def _cgroup_room() -> int | None:
-    """memory.max - memory.current of this process's cgroup v2 (containers, CI runners); None without a limit."""
-    root = Path("/sys/fs/cgroup")
+CGROUP_ROOT = Path("/sys/fs/cgroup")  # where Linux mounts the cgroup v2 interface (absent elsewhere: no limit)
+
+
+def cgroup_room(root: Path = CGROUP_ROOT) -> int | None:
+    """memory.max - memory.current of this process's cgroup v2 (containers, CI runners); None without a limit
+    or without the interface (macOS, cgroup v1)."""
     try:
         limit = (root / "memory.max").read_text().strip()
         current = int((root / "memory.current").read_text())

@@ -1,5 +1,5 @@
-"""The path cap: how many paths of a fork decode at once, and in which order (Fast-dLLM's factor rule at branch
-level, ../shared/reference/dllm.md §1.3 and §3.3).
+"""The path cap: how many paths of a fork decode at once, and in which order (Fast-dLLM's factor rule, arXiv
+2505.22618, at branch level).
 
 At `</Goal>` each outline gets a confidence c: the mean probability of the tokens sampled inside its
 `<Outline>...</Outline>` (1.0 for an outline the engine did not sample, e.g. one in the prompt). Paths start in

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 
 from engine.api import MultiverseLM
 from engine.config import EngineConfig
-from engine.kv_memory import GiB, activation_headroom, available_memory, bytes_per_token, plan_kv
+from engine.kv_memory import GiB, activation_headroom, available_memory, bytes_per_token, cgroup_room, plan_kv
 from engine.params import SamplingParams
 from multiverse.cli import main
 from multiverse.tiny import build_model
@@ -54,6 +54,16 @@ def test_the_rule_fraction_of_free_memory_less_headroom_capped_by_running_times_
     assert half.num_pages == int(0.5 * (8 * GiB - headroom)) // page
     capped = plan_kv(cfg, dtype, EngineConfig(max_running=2), CUDA, available=60 * GiB)  # 2 x 32K tokens at most
     assert capped.tokens == 2 * 32768 and "capped at max_running 2 x context 32,768" in capped.rule
+
+
+def test_a_cgroup_limit_lowers_the_room_and_its_absence_does_not(tmp_path):
+    """cgroup v2's files: room = memory.max - memory.current; 'max' or no interface (macOS, v1) means no limit."""
+    (tmp_path / "memory.max").write_text("1000000\n")
+    (tmp_path / "memory.current").write_text("400000\n")
+    assert cgroup_room(tmp_path) == 600000
+    (tmp_path / "memory.max").write_text("max\n")
+    assert cgroup_room(tmp_path) is None
+    assert cgroup_room(tmp_path / "absent") is None
 
 
 def test_a_32k_token_request_of_a_qwen25_05b_shaped_model_fits_by_default():
