@@ -102,9 +102,10 @@ class SGLangServer:
 
 
 @contextmanager
-def plugin_server(model: str, log: Path) -> Iterator[SGLangServer]:
-    """A healthy real SGLang with the multiverse plugin on loopback, stopped on exit (a module fixture's body)."""
-    server = SGLangServer(VENV, model, True, log)
+def plugin_server(model: str, log: Path, *extra: str) -> Iterator[SGLangServer]:
+    """A healthy real SGLang with the multiverse plugin on loopback (`extra`: more server flags), stopped on exit
+    (a module fixture's body)."""
+    server = SGLangServer(VENV, model, True, log, extra)
     try:
         server.wait()
         yield server

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sglang_support import VENV, SGLangServer, needs_sglang, report_path, scripted_targets, write_report  # noqa: E402
+from sglang_support import needs_sglang, plugin_server, report_path, scripted_targets, write_report  # noqa: E402
 
 from engine.api import MultiverseLM  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
@@ -32,12 +32,7 @@ SMALL_POOL = 768  # KV slots: a few requests' sequences, far less than 16 reques
 
 
 def server(tmp_path_factory, name: str, *extra: str):
-    s = SGLangServer(VENV, str(DEFAULT_MODEL), True, tmp_path_factory.mktemp("sglang") / f"{name}.log", extra)
-    try:
-        s.wait()
-        yield s
-    finally:
-        s.close()
+    yield from plugin_server(str(DEFAULT_MODEL), tmp_path_factory.mktemp("sglang") / f"{name}.log", *extra)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from sglang_support import VENV, SGLangServer, needs_sglang, random_block, report_path, write_report  # noqa: E402
+from sglang_support import VENV, SGLangServer, needs_sglang, plugin_server, random_block, report_path, write_report  # noqa: E402
 
 from engine.api import MultiverseLM  # noqa: E402
 from engine.params import SamplingParams  # noqa: E402
@@ -42,12 +42,7 @@ def report(name: str, **figures) -> None:
 
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory):
-    server = SGLangServer(VENV, str(DEFAULT_MODEL), True, tmp_path_factory.mktemp("sglang") / "plugin.log")
-    try:
-        server.wait()
-        yield server
-    finally:
-        server.close()
+    yield from plugin_server(str(DEFAULT_MODEL), tmp_path_factory.mktemp("sglang") / "plugin.log")
 
 
 @pytest.fixture(scope="module")
