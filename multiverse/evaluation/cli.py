@@ -190,7 +190,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "request_extra": extra, "device": args.device,
         "num_pages": args.num_pages, "kv_memory_fraction": args.kv_memory_fraction, "preset": args.preset, "protocol": asdict(protocol),
         "budgets": budgets, "budget_kind": args.budget_kind, "sweep": sweep, "baseline_model": args.baseline_model,
-        "baseline_url": args.baseline_url, "baseline_suffix": args.baseline_suffix, "baseline_forks": args.baseline_forks or None,
+        "baseline_url": args.baseline_url, "baseline_suffix": args.baseline_suffix, "baseline_forks": args.baseline_forks or None,  # None when off: a run from before the flag resumes
         "compare_sequential": args.compare_sequential, "speed_rounds": args.speed_rounds,
         "speed_questions": args.speed_questions, "speed_batch_size": args.speed_batch_size, "sglang": sglang,
     }

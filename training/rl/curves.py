@@ -36,8 +36,10 @@ def plot_curves(output_dir: str | Path, png: str = PNG) -> Path | None:
     for ax, (title, keys) in zip(axes.flat, PANELS):
         for key in keys:
             pts = [(r["step"], r[key]) for r in rows if key in r]
+            if not pts:
+                continue
             if len(pts) < 30:
-                ax.plot(*zip(*pts), marker="o", markersize=3, label=key) if pts else None
+                ax.plot(*zip(*pts), marker="o", markersize=3, label=key)
             else:
                 line, = ax.plot(*zip(*pts), alpha=0.2, linewidth=0.8)
                 steps, values = zip(*pts)
