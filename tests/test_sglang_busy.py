@@ -32,7 +32,8 @@ SMALL_POOL = 768  # KV slots: a few requests' sequences, far less than 16 reques
 
 
 def server(tmp_path_factory, name: str, *extra: str):
-    yield from plugin_server(str(DEFAULT_MODEL), tmp_path_factory.mktemp("sglang") / f"{name}.log", *extra)
+    with plugin_server(str(DEFAULT_MODEL), tmp_path_factory.mktemp("sglang") / f"{name}.log", *extra) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

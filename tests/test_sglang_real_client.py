@@ -42,7 +42,8 @@ def report(name: str, **figures) -> None:
 
 @pytest.fixture(scope="module")
 def plugin(tmp_path_factory):
-    yield from plugin_server(str(DEFAULT_MODEL), tmp_path_factory.mktemp("sglang") / "plugin.log")
+    with plugin_server(str(DEFAULT_MODEL), tmp_path_factory.mktemp("sglang") / "plugin.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
