@@ -120,12 +120,14 @@ def test_tokenizing_runs_off_the_loop_and_a_client_that_leaves_is_never_submitte
                     await http.post("/v1/completions", json={"prompt": "Add", "max_tokens": 5}, timeout=0.3)
 
         finished = metric(server.url, "multiverse_prompt_tokens_total")  # grows when any request finishes
+        gone = 'multiverse_http_requests_total{route="/v1/completions",status="499"}'
         try:
             asyncio.run(leave_while_queued())
+            # the worker stays held until the server has seen the client leave: released earlier, the queued
+            # prompt could finish tokenizing before a slow machine reports the disconnect
+            assert wait_until(lambda: metric(server.url, gone) == 1 and server.state.admission.held == 0)
         finally:
             hold.set()
-        gone = 'multiverse_http_requests_total{route="/v1/completions",status="499"}'
-        assert wait_until(lambda: metric(server.url, gone) == 1 and server.state.admission.held == 0)
         time.sleep(0.5)  # had it been submitted, 5 tokens would have finished by now
         assert not lm.has_work() and metric(server.url, "multiverse_prompt_tokens_total") == finished
         assert metric(server.url, "multiverse_aborts_total") == 0  # never reached the engine, so nothing to abort
