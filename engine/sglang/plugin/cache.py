@@ -30,7 +30,7 @@ from sglang.srt.mem_cache.unified_radix_cache import UnifiedRadixCache
 from engine.sglang.plugin.checks import check_server_args
 from engine.sglang.plugin.request_layout import LAYOUT, RequestLayout, ids_between, request_ids
 from engine.sglang.plugin.states import ScanStates
-from engine.sglang.plugin.structure import MergePlan, merge_plan, rules_from, vocab_for
+from engine.sglang.plugin.structure import MergePlan, child_ids, merge_plan, rules_from, vocab_for
 
 log = logging.getLogger(__name__)
 MERGE_FAILED = "multiverse merge failed"  # prefix of the abort message the client looks for
@@ -79,8 +79,9 @@ class MultiverseRadixCache(UnifiedRadixCache):
         request's from its children's states (their matches kept in `hits` for the merged node's build)."""
         rules, vocab = rules_from(req.sampling_params.custom_params), vocab_for(self.tokenizer_path)
 
-        def child_state(child: list[int], start: int) -> Any:
-            hit = hits[start] = super(MultiverseRadixCache, self).match_prefix(MatchPrefixParams(key=self._key(req, child)))
+        def child_state(ids: list[int], first: int, span: tuple[int, int]) -> Any:
+            child = child_ids(ids, first, span)
+            hit = hits[span[0]] = super(MultiverseRadixCache, self).match_prefix(MatchPrefixParams(key=self._key(req, child)))
             return self.states.child_state(hit.last_device_node, hit.device_prefix_len, rules, len(child))
 
         lay = self.states.layout(ids, result.last_device_node, result.device_prefix_len, self._path_of, vocab, rules,

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 from engine.sglang.plugin.positions import OFFSET, extend_positions
 from engine.sglang.plugin.request_layout import LAYOUT, ids_between, request_ids
 from engine.sglang.plugin.states import ScanStates
-from engine.sglang.plugin.structure import MergePlan, merge_plan, rules_to_params
+from engine.sglang.plugin.structure import MergePlan, child_ids, merge_plan, rules_to_params
 from multiverse.attention import StructureRules, layout
 from multiverse.tags import StructureVocab
 
@@ -154,13 +154,14 @@ class ServedCall:
             raise ValueError(f"a call of {len(ids)} tokens needs the mask at token {masked} but is no merge: {plan}")
         return plan
 
-    def _child_state(self, ids: list[int], start: int) -> object:
-        """A merge child's state: the tree's match of its ids (SGLang's, which the merged node's build makes anyway:
-        not timed), then the state kept where they end."""
+    def _child_state(self, ids: Sequence[int], first: int, span: tuple[int, int]) -> object:
+        """A merge child's state: the tree's match of its own sequence, key built (SGLang's work, which the merged
+        node's build makes anyway: not timed), then the state kept where it ends."""
         t0 = self.clock()
-        node, depth = self.tree.match(ids)
+        child = child_ids(ids, first, span)
+        node, depth = self.tree.match(child)
         self.tree_seconds += self.clock() - t0
-        return self.states.child_state(node, depth, self.rules, len(ids))
+        return self.states.child_state(node, depth, self.rules, len(child))
 
     def merged(self, node: int, depth: int) -> None:
         """After the merged node is built and matched again: nothing is left uncached; keep its state."""

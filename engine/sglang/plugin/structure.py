@@ -56,9 +56,15 @@ class MergePlan:
     spans: tuple[tuple[int, int], ...]  # (start, end) index of each path, end = its </Path>
     conclusion: int  # index of the <Conclusion> that follows the last </Path>
 
-    def child(self, ids: list[int], k: int) -> list[int]:
-        s, e = self.spans[k]
-        return ids[: self.first_path] + ids[s : e + 1]
+    def child(self, ids: Sequence[int], k: int) -> list[int]:
+        return child_ids(ids, self.first_path, self.spans[k])
+
+
+def child_ids(ids: Sequence[int], first: int, span: tuple[int, int]) -> list[int]:
+    """A merge child's own sequence: the prefix before its block's first <Path>, then its path."""
+    out = list(ids[:first])
+    out += ids[span[0] : span[1] + 1]
+    return out
 
 
 def plan_merge(ids: Sequence[int], lay: RequestLayout, masked: int, vocab: StructureVocab) -> MergePlan | str | None:
@@ -133,7 +139,10 @@ def _indices(ids: Sequence[int], token: int, a: int, b: int) -> list[int]:
         return out
 
 
-StateOf = Callable[[list[int], int], "LayoutScan | None"]  # (a child's ids, its <Path>'s index in the merge) -> state at its end
+# (the merge's ids, its block's first <Path>, (start, end) of path k) -> the state where child k's own sequence,
+# ids[:first] + ids[start:end + 1], ends in the tree. The lookup builds that key itself: an O(sequence) copy that
+# the tree's match needs anyway (SGLang keys every match by the whole sequence), not the plugin's layout work.
+StateOf = Callable[[Sequence[int], int, tuple[int, int]], "LayoutScan | None"]
 
 
 def merged_layout(ids: Sequence[int], anchor: LayoutScan, state_of: StateOf, vocab: StructureVocab) -> RequestLayout | None:
@@ -152,7 +161,7 @@ def merged_layout(ids: Sequence[int], anchor: LayoutScan, state_of: StateOf, voc
     first = head[0]
     others = []
     for s, e in spans:
-        state = state_of(list(ids[:first]) + list(ids[s : e + 1]), s)
+        state = state_of(ids, first, (s, e))
         if state is None:
             return None
         others.append(state)
