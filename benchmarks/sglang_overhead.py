@@ -28,7 +28,8 @@ and what they decode), merge_scanned_tokens (null where no merge was timed), cal
 segment_ratio_32k_1k.
 
 What per_call_ms times is the plugin's functions only (replay.py stops the clock around the stand-in tree's
-match and insert, and a merge's lookups of its children there). What still grows from 1K to 32K is equal work
+match and insert, and a merge's lookups of its children there, their keys included: the child's own sequence
+is the O(N) key SGLang's match needs anyway). What still grows from 1K to 32K is equal work
 running in colder caches beside a longer sequence (segment_ms; with the caches flushed, per_call_cold_ms, the
 lengths come close): it depends on what else runs on the machine. Times are this thread's CPU time with
 Python's garbage collector paused during the replay: on a loaded machine wall time counts other processes, and
