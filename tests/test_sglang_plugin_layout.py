@@ -17,7 +17,7 @@ from engine.sglang.plugin.positions import OFFSET, extend_positions  # noqa: E40
 from engine.sglang.plugin.replay import PrefixTree, replay  # noqa: E402
 from engine.sglang.plugin.request_layout import LAYOUT, RequestLayout  # noqa: E402
 from engine.sglang.plugin.states import ScanStates  # noqa: E402
-from engine.sglang.plugin.structure import MergePlan, merge_plan, plan_merge, rules_to_params  # noqa: E402
+from engine.sglang.plugin.structure import MergePlan, child_ids, merge_plan, merged_layout, plan_merge, rules_to_params  # noqa: E402
 from multiverse.attention import LayoutScan, StructureRules, layout  # noqa: E402
 from multiverse.encode import encode_trace  # noqa: E402
 from multiverse.synthetic import SyntheticShape, synthetic_trace  # noqa: E402
@@ -98,6 +98,57 @@ def test_a_merge_plan_at_the_layout_boundary(tok) -> None:
                 assert merge_plan(ids, lay, masked, vocab) == plan and isinstance(plan, MergePlan)
             return
     raise AssertionError("no merge of two or more paths in the scripted targets")
+
+
+class CountedIds(list):
+    """A request's ids that count the items the plugin reads (by index, by slice, by index())."""
+
+    def __init__(self, ids: list[int]) -> None:
+        super().__init__(ids)
+        self.read = 0
+
+    def __getitem__(self, key):  # noqa: ANN001, ANN204
+        got = super().__getitem__(key)
+        self.read += len(got) if isinstance(key, slice) else 1
+        return got
+
+    def index(self, value, start=0, stop=None):  # noqa: ANN001, ANN201
+        at = super().index(value, start, len(self) if stop is None else stop)
+        self.read += 1  # one tag found (the C scan between tags is no Python work)
+        return at
+
+
+def test_a_merge_layout_reads_the_tags_of_its_block_not_the_sequence(tok) -> None:
+    """Laid out from its children's states, a merge behind a long prefix reads a few ids per path of its block
+    (its tags), never the prefix: a child's key (prefix + path) is built by the tree's lookup, not the plugin."""
+    vocab = StructureVocab.from_tokenizer(tok)
+    text = tok.encode(" and so on", add_special_tokens=False)
+    for _, target in scripted_targets(tok, 8, seed=5):
+        target = text * 2000 + target  # ~6K tokens of text before the first block
+        for served in replay(target, vocab, cap=1 << 20):
+            plan = served.plan
+            if plan is None or len(plan.spans) < 3:
+                continue
+            ids = CountedIds(served.call.ids)
+            anchor = LayoutScan(vocab)
+            anchor.extend(list.__getitem__(ids, slice(0, plan.spans[0][1] + 1)))
+            looked_up = []
+
+            def state_of(seq, first: int, span: tuple[int, int]) -> LayoutScan:
+                child = child_ids(list(seq.__iter__()), first, span)  # the tree's key: not counted
+                looked_up.append(child)
+                state = LayoutScan(vocab)
+                state.extend(child)
+                return state
+
+            ids.read = 0
+            lay = merged_layout(ids, anchor, state_of, vocab)
+            assert lay is not None and lay.plan == plan
+            assert looked_up == [plan.child(list(ids.__iter__()), k) for k in range(1, len(plan.spans))]
+            assert 0 < ids.read <= 4 * len(plan.spans) + 4, (ids.read, len(ids))
+            assert lay.positions == layout(list(ids.__iter__()), vocab).positions.tolist()[plan.conclusion :]
+            return
+    raise AssertionError("no merge of three or more paths in the scripted targets")
 
 
 def test_extend_positions_of_a_request(tok) -> None:
