@@ -174,6 +174,10 @@ def test_both_models_are_fine_tuned_from_one_base_trained_on_the_twins() -> None
     assert flag(base, "data.multiverse") == os.path.join("out", "train.jsonl")
     assert flag(mv, "data.multiverse") == flag(ar, "data.multiverse") == os.path.join("out", "finetune.jsonl")
     assert train_command("multiverse", "out", 7, 1)[-2:] == ["--max-steps", "7"]
+    shared = train_command("multiverse", "full", None, 1, base=os.path.join("out", "base"))  # --base: another run's base
+    assert flag(shared, "model.name_or_path") == os.path.join("out", "base")
+    assert flag(shared, "data.multiverse") == os.path.join("full", "finetune.jsonl")
+    assert flag(train_command("base", "full", None, 1, base="elsewhere"), "model.name_or_path") == os.path.join("full", "init")
 
 
 def test_fine_tune_rows_nest_half_the_independent_problems_and_skip_excluded_questions() -> None:

@@ -135,6 +135,8 @@ def test_the_learning_chain_commands_use_real_flags_and_configs(tmp_path) -> Non
     assert no_bonus.reward.acceleration == 0 and no_bonus.train.max_steps == 10
     assert no_bonus.model.name_or_path == str(tmp_path / "wide" / "rl")
     assert "multiverse.demo.chain_report" in stages["eval"][-1]
+    full = shlex.split(stages["full"][0])  # the fully parallel model shares the start's base: no second base run
+    assert full[full.index("--base") + 1] == str(tmp_path / "wide" / "base") and full[full.index("--only") + 1] == "multiverse"
     for command in stages["eval"][:-1]:
         args = ev.parse_args(shlex.split(command)[2:])
         assert args.tasks == str(tmp_path / "wide" / "heldout.jsonl") and args.temperature == 0
@@ -165,3 +167,10 @@ def test_chain_report_joins_records_to_held_out_rows(tmp_path) -> None:
         {"id": "2", "prompt": [{"role": "user", "content": "another question"}], "correct": True}) + "\n")
     with pytest.raises(ValueError, match="records.jsonl:1: id 2 is not that line"):
         report(str(tmp_path))
+
+
+def test_reproduce_refuses_a_base_that_is_no_model(tmp_path) -> None:
+    out = str(tmp_path / "wide")
+    with pytest.raises(SystemExit):
+        main(["--out", out, "--shape", "wide", "--rows", "40", "--held-out", "300", "--hidden", "32", "--layers", "1",
+              "--only", "multiverse", "--base", str(tmp_path / "nothing")])

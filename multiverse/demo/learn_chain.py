@@ -6,7 +6,8 @@
 Stages, each a `multiverse` command (so each can be rerun alone):
   start     reproduce --shape wide --parallel-share 0.25: base, then the under-parallel Multiverse model (a
             quarter of the forkable fine-tuning rows keep their block) and its twin (the AR baseline)
-  full      the same pair on fully parallel rows (OUT-full): the parallelism RL is compared with
+  full      a Multiverse model from the same base on fully parallel rows (OUT-full/multiverse): the parallelism
+            RL is compared with (the twin would equal the start's: a sequential row is its own twin)
   distill   self-distillation rounds from the start (training/configs/wide_distill_cpu.yaml)
   rl        parallel-aware RL from the last round (training/configs/wide_rl_cpu.yaml)
   no_bonus  RL continued for a quarter of its steps with the acceleration bonus off (the collapse check)
@@ -48,7 +49,7 @@ def stage_commands(out: str, rounds: int, rl_steps: int, mv: str = "multiverse",
     tasks = q(os.path.join(out, "finetune.jsonl"))
     return {
         "start": [f"{repro} --parallel-share 0.25 --out {q(out)}"],
-        "full": [f"{repro} --out {q(out + '-full')}"],
+        "full": [f"{repro} --out {q(out + '-full')} --base {q(os.path.join(out, 'base'))} --only multiverse"],
         "distill": [f"{mv} train --stage distill --config {q(os.path.join(CONFIGS, 'wide_distill_cpu.yaml'))} "
                     f"--model {q(models['start'])} --data {tasks} --output-dir {q(os.path.join(out, 'distill'))} "
                     f"--set distill.rounds={rounds}"],

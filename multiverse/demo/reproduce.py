@@ -80,18 +80,21 @@ def write_init(out: str, train: list[dict], hidden: int, layers: int) -> str:
     return init
 
 
-def train_command(name: str, out: str, steps: int | None, threads: int, extra: tuple[str, ...] = ()) -> list[str]:
-    """The `multiverse train` command line of one run into out/<name> (`extra`: more `--set` items)."""
+def train_command(name: str, out: str, steps: int | None, threads: int, extra: tuple[str, ...] = (),
+                  base: str | None = None) -> list[str]:
+    """The `multiverse train` command line of one run into out/<name> (`extra`: more `--set` items; `base`: the
+    trained base the pair starts from, when not out/base)."""
     flags, start, rows = RUNS[name]
+    origin = base if base is not None and start == "base" else os.path.join(out, start)
     cmd = [sys.executable, "-m", "multiverse.cli", "train", "--config", CONFIG, *flags, "--threads", str(threads),
-           "--set", f"model.name_or_path={os.path.join(out, start)}",
+           "--set", f"model.name_or_path={origin}",
            "--set", f"data.multiverse={os.path.join(out, rows)}",
            "--set", f"train.output_dir={os.path.join(out, name)}", *(a for item in extra for a in ("--set", item))]
     return cmd + (["--max-steps", str(steps)] if steps is not None else [])
 
 
 def train_runs(names: list[str], out: str, steps: int | None, threads: int, jobs: int,
-               extra: tuple[str, ...] = ()) -> list[dict]:
+               extra: tuple[str, ...] = (), base: str | None = None) -> list[dict]:
     """Train `names` as child processes, `jobs` at a time (each with `threads` torch threads); their wall times.
     A run that fails stops the rest and raises."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -99,7 +102,7 @@ def train_runs(names: list[str], out: str, steps: int | None, threads: int, jobs
     while pending or running:
         while pending and len(running) < jobs:
             name = pending.pop(0)
-            running.append((name, time.perf_counter(), subprocess.Popen(train_command(name, out, steps, threads, extra), env=env)))
+            running.append((name, time.perf_counter(), subprocess.Popen(train_command(name, out, steps, threads, extra, base), env=env)))
         finished = [r for r in running if r[2].poll() is not None]
         if not finished:
             time.sleep(1.0)  # bounded by the children: each run ends at its max_steps
@@ -186,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (2: both, one core each)")
     parser.add_argument("--only", choices=sorted(RUNS), help="train one stage; multiverse and autoregressive start from OUT/base")
+    parser.add_argument("--base", metavar="DIR", help="a trained base the pair starts from (no base is trained), e.g. "
+                        "another OUT's base: the fully parallel pair of the learning chain shares the start's")
     parser.add_argument("--prepare-only", action="store_true", help="rows, tokenizer and initial model; no training")
     parser.add_argument("--evaluate", action="store_true", help="after training, run the `multiverse eval` commands")
     parser.add_argument("--install", action="store_true", help="after training, copy both models into multiverse/assets")
@@ -203,12 +208,16 @@ def main(argv: list[str] | None = None) -> None:
     init = write_init(args.out, train, args.hidden, args.layers)
     print(json.dumps({"out": args.out, "init": init, "rows": args.rows, "held_out": args.held_out}))
     if not args.prepare_only:
-        if args.only in (None, "base"):  # alone, on all the cores the pair will use
+        if args.base is not None and not os.path.isfile(os.path.join(args.base, "config.json")):
+            parser.error(f"--base {args.base}: no trained model there (config.json missing)")
+        if args.only == "base" and args.base is not None:
+            parser.error("--only base trains OUT/base: it takes no --base")
+        if args.only in (None, "base") and args.base is None:  # alone, on all the cores the pair will use
             for run in train_runs(["base"], args.out, args.base_steps, args.threads * args.jobs, 1, SHAPE_SETTINGS[args.shape]):
                 print(json.dumps(run))
         if args.only != "base":
             for run in train_runs([args.only] if args.only else list(PAIR), args.out, args.steps, args.threads, args.jobs,
-                                  SHAPE_SETTINGS[args.shape]):
+                                  SHAPE_SETTINGS[args.shape], args.base):
                 print(json.dumps(run))
         if args.install:
             print(json.dumps({"installed": install(args.out)}))
