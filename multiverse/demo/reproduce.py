@@ -9,8 +9,8 @@
 Writes under --out (default runs/repro): train.jsonl (seed 0), heldout.jsonl (seed 1, disjoint questions, larger
 sizes too) and finetune.jsonl (seed 2, half the independent problems nested, no held-out question) from
 `multiverse.demo.remainders`, init/ (a BPE tokenizer trained on the training rows + one random Qwen2, seed 0), then
-three `multiverse train --config training/configs/repro_cpu.yaml` runs: base/ (3,600 steps on the sequential twins
-of train.jsonl, `--autoregressive-baseline`, on all cores: the language model both start from, as the paper's
+three `multiverse train --config training/configs/repro_cpu.yaml` runs: base/ (3,600 steps, 7,200 for --shape wide,
+on the sequential twins of train.jsonl, `--autoregressive-baseline`, on all cores: the language model both start from, as the paper's
 models start from one pretrained model), then, both at once (one core each), multiverse/ (Multiverse Attention)
 and autoregressive/ (the twins), each fine-tuned from base/ on finetune.jsonl for the config's max_steps.
 --evaluate then runs the `multiverse eval` commands that compare the two (without it they are printed). --install
@@ -39,7 +39,10 @@ RUNS = {
     "autoregressive": (["--autoregressive-baseline"], "base", "finetune.jsonl"),
 }
 PAIR = ("multiverse", "autoregressive")
-BASE_STEPS = 3600  # the fine-tunes take the config's max_steps
+# steps of the shared base per task shape (the fine-tunes take the config's max_steps). The widened task's base
+# needs twice the steps: its copy of each name's expression from the question (2-8 names, nested ones) is learnt
+# late; teacher-forced on 120 held-out rows, 2.9% of its tokens were wrong after 3,600 steps, 0.39% after 4,200 of 7,200
+BASE_STEPS = {"default": 3600, "wide": 7200}
 HELD_OUT_FIELDS = "question=question,answer=deepseek_attempt"
 SHAPE_SETTINGS = {"default": (), "wide": ("data.block_size=1536",)}  # wide traces reach 1,152 tokens (1% past 1,024)
 FINE_TUNE_SHARE_SEED = 3  # which forkable fine-tuning rows keep their block under --parallel-share  # `multiverse eval --field` for heldout.jsonl
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
                         "(0.25: the under-parallel starting point of the learning chain)")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--base-steps", type=int, default=BASE_STEPS, help="steps of the shared base")
+    parser.add_argument("--base-steps", type=int, help="steps of the shared base (default: 3,600; 7,200 for --shape wide)")
     parser.add_argument("--steps", type=int, help="steps of each fine-tune (default: the config's max_steps)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per training run")
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (2: both, one core each)")
@@ -213,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.only == "base" and args.base is not None:
             parser.error("--only base trains OUT/base: it takes no --base")
         if args.only in (None, "base") and args.base is None:  # alone, on all the cores the pair will use
-            for run in train_runs(["base"], args.out, args.base_steps, args.threads * args.jobs, 1, SHAPE_SETTINGS[args.shape]):
+            steps = args.base_steps if args.base_steps is not None else BASE_STEPS[args.shape]
+            for run in train_runs(["base"], args.out, steps, args.threads * args.jobs, 1, SHAPE_SETTINGS[args.shape]):
                 print(json.dumps(run))
         if args.only != "base":
             for run in train_runs([args.only] if args.only else list(PAIR), args.out, args.steps, args.threads, args.jobs,
