@@ -16,6 +16,7 @@ An explicit `num_pages` wins over the rule; a size that cannot fit in the availa
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,12 +115,27 @@ def available_memory(device: torch.device) -> int:
     return free if limit is None else min(free, limit)
 
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")  # where Linux mounts the cgroup v2 interface (absent elsewhere: no limit)
+CGROUP_ENV = "MULTIVERSE_CGROUP_DIR"  # the cgroup v2 folder whose memory.max/current bound this process, if not found
 
 
-def cgroup_room(root: Path = CGROUP_ROOT) -> int | None:
-    """memory.max - memory.current of this process's cgroup v2 (containers, CI runners); None without a limit
-    or without the interface (macOS, cgroup v1)."""
+def cgroup_dir() -> Path | None:
+    """The cgroup v2 folder to read: $MULTIVERSE_CGROUP_DIR when set, else where the kernel mounted the cgroup2
+    file system (psutil's mount table; in a container that mount is the container's own cgroup); None without one
+    (macOS, Windows, cgroup v1 only)."""
+    if os.environ.get(CGROUP_ENV):
+        return Path(os.environ[CGROUP_ENV])
+    import psutil
+
+    mounts = [p.mountpoint for p in psutil.disk_partitions(all=True) if p.fstype == "cgroup2"]
+    return Path(mounts[0]) if mounts else None
+
+
+def cgroup_room(root: Path | None = None) -> int | None:
+    """memory.max - memory.current of the cgroup v2 at `root` (default: cgroup_dir()); None without a limit or
+    without the interface."""
+    root = cgroup_dir() if root is None else root
+    if root is None:
+        return None
     try:
         limit = (root / "memory.max").read_text().strip()
         current = int((root / "memory.current").read_text())

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, Qwen2Config
 
 from engine.api import MultiverseLM
 from engine.config import EngineConfig
-from engine.kv_memory import GiB, activation_headroom, available_memory, bytes_per_token, cgroup_room, plan_kv
+from engine.kv_memory import GiB, activation_headroom, available_memory, bytes_per_token, cgroup_dir, cgroup_room, plan_kv
 from engine.params import SamplingParams
 from multiverse.cli import main
 from multiverse.tiny import build_model
@@ -64,6 +64,15 @@ def test_a_cgroup_limit_lowers_the_room_and_its_absence_does_not(tmp_path):
     (tmp_path / "memory.max").write_text("max\n")
     assert cgroup_room(tmp_path) is None
     assert cgroup_room(tmp_path / "absent") is None
+
+
+def test_the_cgroup_folder_can_be_named_and_bounds_free_ram(tmp_path, monkeypatch):
+    """$MULTIVERSE_CGROUP_DIR names the cgroup v2 folder (else the cgroup2 mount is looked up): its room caps RAM."""
+    (tmp_path / "memory.max").write_text("3000000\n")
+    (tmp_path / "memory.current").write_text("1000000\n")
+    monkeypatch.setenv("MULTIVERSE_CGROUP_DIR", str(tmp_path))
+    assert cgroup_dir() == tmp_path and cgroup_room() == 2000000
+    assert available_memory(torch.device("cpu")) == 2000000  # far below any machine's free RAM
 
 
 def test_a_32k_token_request_of_a_qwen25_05b_shaped_model_fits_by_default():
