@@ -135,7 +135,7 @@ def test_a_merge_layout_reads_the_tags_of_its_block_not_the_sequence(tok) -> Non
             looked_up = []
 
             def state_of(seq, first: int, span: tuple[int, int]) -> LayoutScan:
-                child = child_ids(list(seq.__iter__()), first, span)  # the tree's key: not counted
+                child = child_ids(list(seq), first, span)  # the tree's key (list() copies without __getitem__): not counted
                 looked_up.append(child)
                 state = LayoutScan(vocab)
                 state.extend(child)
@@ -144,9 +144,9 @@ def test_a_merge_layout_reads_the_tags_of_its_block_not_the_sequence(tok) -> Non
             ids.read = 0
             lay = merged_layout(ids, anchor, state_of, vocab)
             assert lay is not None and lay.plan == plan
-            assert looked_up == [plan.child(list(ids.__iter__()), k) for k in range(1, len(plan.spans))]
+            assert looked_up == [plan.child(list(ids), k) for k in range(1, len(plan.spans))]
             assert 0 < ids.read <= 4 * len(plan.spans) + 4, (ids.read, len(ids))
-            assert lay.positions == layout(list(ids.__iter__()), vocab).positions.tolist()[plan.conclusion :]
+            assert lay.positions == layout(list(ids), vocab).positions.tolist()[plan.conclusion :]
             return
     raise AssertionError("no merge of three or more paths in the scripted targets")
 

@@ -41,7 +41,8 @@ RUNS = {
 PAIR = ("multiverse", "autoregressive")
 # steps of the shared base per task shape (the fine-tunes take the config's max_steps). The widened task's base
 # needs twice the steps: its copy of each name's expression from the question (2-8 names, nested ones) is learnt
-# late; teacher-forced on 120 held-out rows, 2.9% of its tokens were wrong after 3,600 steps, 0.39% after 4,200 of 7,200
+# late (`python -m multiverse.demo.diagnose --twin --limit 120` on held-out rows: 894 of 5,532 copied tokens wrong
+# after 3,600 steps, 8 after 7,200; training/README.md)
 BASE_STEPS = {"default": 3600, "wide": 7200}
 HELD_OUT_FIELDS = "question=question,answer=deepseek_attempt"
 SHAPE_SETTINGS = {"default": (), "wide": ("data.block_size=1536",)}  # wide traces reach 1,152 tokens (1% past 1,024)
@@ -207,14 +208,16 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{flag} {value}: must be >= 1")
     if not 0.0 <= args.parallel_share <= 1.0:
         parser.error(f"--parallel-share {args.parallel_share}: must be in [0, 1]")
+    if args.base is not None and not args.prepare_only:  # checked before any file is written
+        if not os.path.isfile(os.path.join(args.base, "config.json")):
+            parser.error(f"--base {args.base}: no trained model there (config.json missing)")
+        if args.only == "base":
+            parser.error("--only base trains OUT/base: it takes no --base")
     train = write_rows(args.out, args.rows, args.held_out, args.shape, args.parallel_share)
-    init = write_init(args.out, train, args.hidden, args.layers)
+    # a pair started from another run's base needs no initial model (the base brings its tokenizer)
+    init = write_init(args.out, train, args.hidden, args.layers) if args.base is None or args.prepare_only else None
     print(json.dumps({"out": args.out, "init": init, "rows": args.rows, "held_out": args.held_out}))
     if not args.prepare_only:
-        if args.base is not None and not os.path.isfile(os.path.join(args.base, "config.json")):
-            parser.error(f"--base {args.base}: no trained model there (config.json missing)")
-        if args.only == "base" and args.base is not None:
-            parser.error("--only base trains OUT/base: it takes no --base")
         if args.only in (None, "base") and args.base is None:  # alone, on all the cores the pair will use
             steps = args.base_steps if args.base_steps is not None else BASE_STEPS[args.shape]
             for run in train_runs(["base"], args.out, steps, args.threads * args.jobs, 1, SHAPE_SETTINGS[args.shape]):

@@ -62,7 +62,7 @@ class MergePlan:
 
 def child_ids(ids: Sequence[int], first: int, span: tuple[int, int]) -> list[int]:
     """A merge child's own sequence: the prefix before its block's first <Path>, then its path."""
-    out = list(ids[:first])
+    out = ids[:first] if isinstance(ids, list) else list(ids[:first])  # a list's slice is already a copy
     out += ids[span[0] : span[1] + 1]
     return out
 
