@@ -6,7 +6,7 @@ import json
 import pytest
 
 from multiverse.demo import BASELINE_MODEL, DEFAULT_MODEL
-from multiverse.demo.diagnose import kind_of, main
+from multiverse.demo.diagnose import kind_of, main, path_label
 from multiverse.demo.remainders import held_out_rows
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -26,6 +26,18 @@ def test_kind_of_reads_the_remainders_format(text: str, target: str, kind: str) 
     assert kind_of(text, target, forced=True) == "forced"
 
 
+@pytest.mark.parametrize("text, label", [
+    ("A = 62 mod 6: 62-6=56", "-"),  # the twin: no path
+    ("<Parallel><Goal><Outline>1: A</Outline></Goal><Path>1: A = 6", "1"),
+    ("</Path><Path>4: D = (7 mod 3)+(8 mod 3): <Parallel><Goal>..</Goal><Path>4.2: 8", "4.2"),  # nested: innermost
+    ("<Path>4.1: 7 mod 3: 7-3=4-3=1, so 1.</Path><Path>4.2: 8 mod 3: 2, so 2.</Path><Conclusion></Conclusion>"
+     "</Parallel> 1+2=3, so D=3.</Path><Path>5: E = 1", "5"),
+    ("<Path>4: D = 7 mod 3: 1, so D=1.</Path><Conclusion></Conclusion></Parallel>Total: A=", "-"),
+])
+def test_path_label_is_the_innermost_open_path(text: str, label: str) -> None:
+    assert path_label(text) == label
+
+
 def _report(capsys, path, rows_file, twin: bool) -> dict:
     main(["--model", str(path), "--rows", str(rows_file), "--limit", "2"] + (["--twin"] if twin else []))
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -43,6 +55,10 @@ def test_the_twin_sees_repeats_that_a_multiverse_path_cannot(tmp_path, capsys) -
     for r in (mv, ar):
         assert sum(k["tokens"] for k in r["kinds"].values()) == sum(k["tokens"] for k in r["repeated"].values())
         assert {"copy", "step", "value", "total"} <= set(r["kinds"])
+        by_path = r["copy_by_path"]
+        assert sum(p["tokens"] for p in by_path.values()) == r["kinds"]["copy"]["tokens"]
+        assert sum(p["wrong"] for p in by_path.values()) == r["kinds"]["copy"]["wrong"]
+    assert set(ar["copy_by_path"]) == {"-"} and {"1", "2"} <= set(mv["copy_by_path"])
     share = {n: r["repeated"]["repeated"]["tokens"] / sum(k["tokens"] for k in r["repeated"].values())
              for n, r in (("mv", mv), ("ar", ar))}
     assert share["ar"] > 2 * share["mv"]

@@ -115,6 +115,29 @@ def test_a_round_samples_keeps_and_fine_tunes_and_a_rerun_redoes_nothing(tmp_pat
     assert (out / "round-1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+def test_fresh_questions_give_each_round_its_own_slice_of_the_task_file(tmp_path) -> None:
+    """Round n samples rows [(n-1) x limit, n x limit), keeping their row numbers (seeds, provenance); a file too
+    short for the last round is refused before any sampling."""
+    from multiverse.config_io import ConfigError
+
+    tasks = tmp_path / "tasks.jsonl"
+    rows = [{"question": f"Let A = {a} mod {d}, B = (A+10) mod {d}. Compute B.", "deepseek_attempt": str((a % d + 10) % d),
+             "dependent": True} for a, d in ((13, 4), (17, 5), (14, 4), (18, 5))]
+    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    base = _config(str(tasks), str(tmp_path / "distill"))
+    cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, limit=2),
+                              distill=dataclasses.replace(base.distill, rounds=2, fresh_questions=True)).validate()
+    assert [cfg.round_questions(n) for n in (1, 2)] == [(dataclasses.replace(cfg.data, limit=2), 0),
+                                                        (dataclasses.replace(cfg.data, limit=4), 2)]
+    summaries = distill(cfg)
+    assert [s["questions"] for s in summaries] == [2, 2]
+    for n, asked in ((1, rows[:2]), (2, rows[2:])):
+        kept = [json.loads(x) for x in (tmp_path / "distill" / f"round-{n}" / "kept.jsonl").read_text().splitlines()]
+        assert kept and {k["question"] for k in kept} <= {r["question"] for r in asked}
+    with pytest.raises(ConfigError, match="has 4 rows; distill.fresh_questions needs .* = 6"):
+        dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, rounds=3)).validate()
+
+
 def test_a_bad_sft_section_is_refused_before_any_sampling(tmp_path) -> None:
     from multiverse.config_io import ConfigError
 

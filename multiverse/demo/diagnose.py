@@ -15,7 +15,8 @@ the model once with the training masks and positions, and every target token is 
 Each kind reports tokens, mean loss and argmax errors. Besides, `repeated` splits the target tokens by whether the
 same 6 tokens (5 before it and itself) already occur where the predicting token can attend: the twin sees its
 earlier paths, so part of its text repeats in view and can be copied; a Multiverse path cannot see its siblings.
-Prints one JSON line.
+`copy_by_path` splits the copy tokens by the label of the path they are in ("-": outside every path), so a model
+that restates one path's operand badly (e.g. every path 4 of a wide block) shows it. Prints one JSON line.
 """
 from __future__ import annotations
 
@@ -57,9 +58,20 @@ def _seen(ids: list[int], visible: torch.Tensor, i: int, first: int) -> bool:
                if first + GRAM - 1 <= j < i - 1)
 
 
+def path_label(text: str) -> str:
+    """Label of the innermost path open at the end of `text` ("-" when none is open)."""
+    depth_labels: list[str] = []
+    for m in re.finditer(r"<Path>([\d.]+):|</Path>", text):
+        if m.group(1):
+            depth_labels.append(m.group(1))
+        elif depth_labels:
+            depth_labels.pop()
+    return depth_labels[-1] if depth_labels else "-"
+
+
 def _score(model: Any, tokenizer: Any, batch: dict[str, Any], forced: set[int], ignore: int,
-           kinds: dict[str, list[float]], repeated: dict[str, list[float]]) -> None:
-    """Add one encoded row's target tokens to the per-kind and repeated/fresh sums."""
+           kinds: dict[str, list[float]], repeated: dict[str, list[float]], by_path: dict[str, list[int]]) -> None:
+    """Add one encoded row's target tokens to the per-kind, repeated/fresh and copy-per-path sums."""
     import torch
 
     with torch.no_grad():
@@ -74,10 +86,16 @@ def _score(model: Any, tokenizer: Any, batch: dict[str, Any], forced: set[int], 
         if labels[i] == ignore:
             continue
         loss = -logp[i - 1, ids[i]].item()
-        k = kinds[kind_of("".join(pieces[first:i]), pieces[i], i in forced)]
+        text = "".join(pieces[first:i])
+        kind, wrong = kind_of(text, pieces[i], i in forced), int(logp[i - 1].argmax().item() != ids[i])
+        k = kinds[kind]
         k[0] += 1
         k[1] += loss
-        k[2] += int(logp[i - 1].argmax().item() != ids[i])
+        k[2] += wrong
+        if kind == "copy":
+            p = by_path[path_label(text)]
+            p[0] += 1
+            p[1] += wrong
         r = repeated["repeated" if i >= first + GRAM and _seen(ids, mask[i - 1], i, first) else "fresh"]
         r[0] += 1
         r[1] += loss
@@ -94,14 +112,16 @@ def diagnose(model: Any, tokenizer: Any, rows: list[dict[str, Any]], twin: bool)
     collate = MultiverseCollator(tokenizer, CollatorConfig(pad_id=tokenizer.pad_token_id or 0, parallel=not twin))
     kinds: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0])  # tokens, loss sum, argmax errors
     repeated: dict[str, list[float]] = {"fresh": [0, 0.0], "repeated": [0, 0.0]}  # tokens, loss sum (both reported)
+    by_path: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # path label -> copy tokens, argmax errors
     for ex in multiverse_examples(rows, "rows", cfg, twin):
         batch = collate([encode_example(ex, tokenizer, cfg)])
         forced = set() if twin else set(layout(batch["input_ids"][0], tokenizer).forced)
-        _score(model, tokenizer, batch, forced, IGNORE, kinds, repeated)
+        _score(model, tokenizer, batch, forced, IGNORE, kinds, repeated, by_path)
     return {
         "rows": len(rows),
         "kinds": {k: {"tokens": v[0], "loss": round(v[1] / v[0], 5), "wrong": v[2]} for k, v in sorted(kinds.items())},
         "repeated": {k: {"tokens": v[0], "loss": round(v[1] / v[0], 5) if v[0] else None} for k, v in repeated.items()},
+        "copy_by_path": {k: {"tokens": v[0], "wrong": v[1]} for k, v in sorted(by_path.items())},
     }
 
 

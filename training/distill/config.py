@@ -9,6 +9,7 @@ fills in (the previous round's model, its kept rows, OUT/round-N/model). Full we
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,8 @@ class RoundsConfig:
     output_dir: str = "runs/distill"  # round-N/kept.jsonl, round-N/summary.json, round-N/model/
     seed: int = 0  # rollout seeds: (seed, round, question, sample)
     batch_questions: int = 32  # questions per generate call (x sampling.samples requests)
+    fresh_questions: bool = False  # round n samples rows [(n-1) x data.limit, n x data.limit) of data.tasks, not
+    # the same first data.limit rows every round (later rounds learn from questions no earlier round saw)
     engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig options of the sampling engine
 
 
@@ -40,10 +43,21 @@ class DistillConfig:
         check_sources(self.model.name_or_path, self.data, "round 1 samples from")
         check_choice("reward.steps", self.reward.steps, ("none", "remainders"))
         check_at_least(self, ("distill.rounds", "distill.batch_questions", "sampling.samples"), 1)
+        if self.distill.fresh_questions and self.data.limit is None:
+            raise ConfigError("distill.fresh_questions needs data.limit (the questions of each round)", "data.limit")
+        if self.distill.fresh_questions:
+            _check_fresh_rows(self.data.tasks, self.distill.rounds * (self.data.limit or 0))
         if self.sft.train.mode != "multiverse":
             raise ConfigError("sft.train.mode must be multiverse (the kept rows are Multiverse traces)", "sft.train.mode")
         self.round_sft(1, "MODEL", "ROWS.jsonl")  # every other sft key is checked now, not after sampling
         return self
+
+    def round_questions(self, n: int) -> tuple[TaskConfig, int]:
+        """(task config to load, rows to skip) of round n: the first data.limit rows, or with fresh_questions the
+        n-th slice of data.limit rows."""
+        if not self.distill.fresh_questions or self.data.limit is None:
+            return self.data, 0
+        return dataclasses.replace(self.data, limit=n * self.data.limit), (n - 1) * self.data.limit
 
     def round_sft(self, n: int, model: str, rows: str) -> Config:
         """The fine-tune of round n: sft with the round's model, rows and output folder, validated."""
@@ -56,6 +70,18 @@ class DistillConfig:
             return cfg.validate()
         except ConfigError as e:
             raise ConfigError(f"sft: {e}", f"sft.{e.key}" if e.key else None) from None
+
+
+def _check_fresh_rows(tasks: str, needed: int) -> None:
+    """Refuse, before any sampling, a fresh-questions run whose task file is too short for its last round (a file
+    that an earlier stage writes is checked by the round that reads it)."""
+    if not os.path.isfile(tasks):
+        return
+    with open(tasks, encoding="utf-8") as f:
+        rows = sum(1 for line in f if line.strip())
+    if rows < needed:
+        raise ConfigError(f"{tasks} has {rows} rows; distill.fresh_questions needs distill.rounds x data.limit = "
+                          f"{needed}", "distill.fresh_questions")
 
 
 def load_distill_config(path: str | None, overrides: list[str] = ()) -> DistillConfig:  # type: ignore[assignment]

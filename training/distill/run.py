@@ -28,7 +28,11 @@ def sample_round(cfg: DistillConfig, n: int, model: str) -> tuple[list[dict[str,
     from engine.api import MultiverseLM
 
     lm = MultiverseLM(model, **cfg.distill.engine)
-    questions = rollouts.load_questions(cfg.data)
+    task, skip = cfg.round_questions(n)
+    questions = rollouts.load_questions(task)[skip:]  # each keeps its row index in data.tasks (seeds, provenance)
+    if not questions:
+        raise RuntimeError(f"round {n}: {cfg.data.tasks} has no rows past the first {skip} (distill.fresh_questions "
+                           f"needs rounds x data.limit = {cfg.distill.rounds * (cfg.data.limit or 0)} rows)")
     step = cfg.distill.batch_questions
     groups, verdicts = [], []
     for i in tqdm(range(0, len(questions), step), desc=f"round {n}: sampling", unit="batch"):
