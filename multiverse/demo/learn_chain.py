@@ -65,8 +65,8 @@ def stage_commands(out: str, rounds: int, rl_steps: int, mv: str = "multiverse",
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/wide", help="the chain's folder (OUT-full holds the fully parallel pair)")
-    parser.add_argument("--rounds", type=int, default=2, help="self-distillation rounds (each on fresh questions)")
-    parser.add_argument("--rl-steps", type=int, default=240, help="RL steps (the no-bonus run continues for a quarter)")
+    parser.add_argument("--rounds", type=int, default=3, help="self-distillation rounds (each on fresh questions)")
+    parser.add_argument("--rl-steps", type=int, default=120, help="RL steps (the no-bonus run continues for a quarter)")
     parser.add_argument("--only", action="append", choices=["start", "full", "distill", "rl", "no_bonus", "eval"],
                         help="run only these stages (repeatable); default: all, in order")
     parser.add_argument("--run", action="store_true", help="run the commands (else print them)")
