@@ -152,7 +152,7 @@ def test_chain_report_joins_records_to_held_out_rows(tmp_path) -> None:
             {"question": "Let A = 5 mod 2, B = 6 mod 4, C = 7 mod 5. Compute A+B+C.", "dependent": False, "edge": ""}]
     (tmp_path / "heldout.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     records = [(1, True, 1, 2.0, 40), (2, False, 0, 1.0, 90), (3, True, 0, 1.0, 80)]
-    for stage in ("start", "rl"):
+    for stage in ("start", "rl", "twin"):  # the twin, evaluated on its own, is read from eval/twin
         (tmp_path / "eval" / stage).mkdir(parents=True)
         (tmp_path / "eval" / stage / "records.jsonl").write_text("".join(json.dumps(
             {"id": str(i), "prompt": [{"role": "user", "content": rows[i - 1]["question"]}], "correct": ok, "forks": forks,
@@ -163,6 +163,7 @@ def test_chain_report_joins_records_to_held_out_rows(tmp_path) -> None:
     assert start["forked_forkable"]["mean"] == 0.5 and start["forked_forkable"]["n"] == 2  # the chain row is not forkable
     assert start["names2"]["mean"] == 0.5 and start["names3"]["mean"] == 1.0 and start["edges"] == {"names=2": 1.0}
     assert start["parallelism"] == pytest.approx(4 / 3) and "| rl | 3 |" in table(result)
+    assert list(result) == ["start", "rl", "twin"] and result["twin"] == start
     (tmp_path / "eval" / "rl" / "records.jsonl").write_text(json.dumps(
         {"id": "2", "prompt": [{"role": "user", "content": "another question"}], "correct": True}) + "\n")
     with pytest.raises(ValueError, match="records.jsonl:1: id 2 is not that line"):

@@ -111,6 +111,11 @@ def test_group_advantages_on_a_hand_case() -> None:
     torch.testing.assert_close(group_advantages(rewards, "centered")[2], torch.tensor([1.0, -1.0, 0.0, 0.0]))
     with pytest.raises(ValueError, match="groups, samples"):
         group_advantages(rewards.view(-1))
+    # all four right: the rewards differ only by the acceleration bonus (1.42 vs 1.40); normalizing scales these
+    # hundredths up to the size of a right-vs-wrong contrast, centering keeps them hundredths (wide_rl_cpu.yaml)
+    right = torch.tensor([[1.42, 1.40, 1.42, 1.40]])
+    torch.testing.assert_close(group_advantages(right), torch.tensor([[1.0, -1.0, 1.0, -1.0]]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(group_advantages(right, "centered"), torch.tensor([[0.01, -0.01, 0.01, -0.01]]))
 
 
 def test_reward_parts_on_a_hand_case(setup) -> None:

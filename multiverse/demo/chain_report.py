@@ -74,6 +74,9 @@ def report(out: str) -> dict[str, Any]:
             twin = os.path.join(out, "eval", stage, "baseline", "records.jsonl")
             if "twin" not in result and os.path.isfile(twin):
                 result["twin"] = stage_figures(joined(twin, rows))
+    twin = os.path.join(out, "eval", "twin", "records.jsonl")  # the twin evaluated on its own
+    if "twin" not in result and os.path.isfile(twin):
+        result["twin"] = stage_figures(joined(twin, rows))
     speed = os.path.join(out, "eval", "rl-vs-start-batch1", "summary.json")
     if os.path.isfile(speed):
         with open(speed, encoding="utf-8") as f:
@@ -100,6 +103,10 @@ def table(result: dict[str, Any]) -> str:
         lines.append(f"\nPaired wall clock at batch {s['batch_size']}, RL model against the start (both may fork): median "
                      f"speedup {f['median']:.2f}x over the {f['n']} pairs where the RL model forked (quartiles "
                      f"{f['q25']:.2f}-{f['q75']:.2f}), {a['median']:.2f}x over all {a['n']} pairs.")
+        mean = s.get("mean_wall_per_question_s_forked")
+        if mean:
+            lines[-1] += (f" Mean time per question over the forked pairs: {mean['parallel']:.2f} s against "
+                          f"{mean['sequential']:.2f} s ({mean['ratio']:.2f}x).")
     return "\n".join(lines)
 
 
