@@ -71,11 +71,10 @@ def report(out: str) -> dict[str, Any]:
         path = os.path.join(out, "eval", stage, "records.jsonl")
         if os.path.isfile(path):
             result[stage] = stage_figures(joined(path, rows))
-            twin = os.path.join(out, "eval", stage, "baseline", "records.jsonl")
-            if "twin" not in result and os.path.isfile(twin):
-                result["twin"] = stage_figures(joined(twin, rows))
-    twin = os.path.join(out, "eval", "twin", "records.jsonl")  # the twin evaluated on its own
-    if "twin" not in result and os.path.isfile(twin):
+    # the twin: the first stage's baseline, else the twin evaluated on its own
+    twins = [os.path.join(out, "eval", stage, "baseline", "records.jsonl") for stage in result]
+    twin = next((p for p in twins + [os.path.join(out, "eval", "twin", "records.jsonl")] if os.path.isfile(p)), None)
+    if twin is not None:
         result["twin"] = stage_figures(joined(twin, rows))
     speed = os.path.join(out, "eval", "rl-vs-start-batch1", "summary.json")
     if os.path.isfile(speed):

@@ -43,10 +43,10 @@ class DistillConfig:
         check_sources(self.model.name_or_path, self.data, "round 1 samples from")
         check_choice("reward.steps", self.reward.steps, ("none", "remainders"))
         check_at_least(self, ("distill.rounds", "distill.batch_questions", "sampling.samples"), 1)
-        if self.distill.fresh_questions and self.data.limit is None:
-            raise ConfigError("distill.fresh_questions needs data.limit (the questions of each round)", "data.limit")
         if self.distill.fresh_questions:
-            _check_fresh_rows(self.data.tasks, self.distill.rounds * (self.data.limit or 0))
+            if self.data.limit is None:
+                raise ConfigError("distill.fresh_questions needs data.limit (the questions of each round)", "data.limit")
+            _check_fresh_rows(self.data.tasks, self.distill.rounds * self.data.limit)
         if self.sft.train.mode != "multiverse":
             raise ConfigError("sft.train.mode must be multiverse (the kept rows are Multiverse traces)", "sft.train.mode")
         self.round_sft(1, "MODEL", "ROWS.jsonl")  # every other sft key is checked now, not after sampling
@@ -55,7 +55,7 @@ class DistillConfig:
     def round_questions(self, n: int) -> tuple[TaskConfig, int]:
         """(task config to load, rows to skip) of round n: the first data.limit rows, or with fresh_questions the
         n-th slice of data.limit rows."""
-        if not self.distill.fresh_questions or self.data.limit is None:
+        if not self.distill.fresh_questions or self.data.limit is None:  # validate() pairs the two
             return self.data, 0
         return dataclasses.replace(self.data, limit=n * self.data.limit), (n - 1) * self.data.limit
 

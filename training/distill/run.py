@@ -27,12 +27,12 @@ def sample_round(cfg: DistillConfig, n: int, model: str) -> tuple[list[dict[str,
     """(kept rows, summary) of round n's sampling from `model`."""
     from engine.api import MultiverseLM
 
-    lm = MultiverseLM(model, **cfg.distill.engine)
     task, skip = cfg.round_questions(n)
     questions = rollouts.load_questions(task)[skip:]  # each keeps its row index in data.tasks (seeds, provenance)
-    if not questions:
+    if not questions:  # read before the engine starts: nothing to close on this error
         raise RuntimeError(f"round {n}: {cfg.data.tasks} has no rows past the first {skip} (distill.fresh_questions "
                            f"needs rounds x data.limit = {cfg.distill.rounds * (cfg.data.limit or 0)} rows)")
+    lm = MultiverseLM(model, **cfg.distill.engine)
     step = cfg.distill.batch_questions
     groups, verdicts = [], []
     for i in tqdm(range(0, len(questions), step), desc=f"round {n}: sampling", unit="batch"):
