@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from engine import shared_prefix
+
 SEAM_NAME = "multiverse_paged"
 
 
@@ -33,6 +35,8 @@ class RowGroup:
     key_slots: torch.Tensor | None  # [B, Kmax] each row's block table (up to its last new token), padded
     mask: torch.Tensor | None  # [B, 1, q, Kmax] True = may attend; None: every query sees its whole table
     key_range: tuple[int, int] | None = None  # one row whose table is pool slots [lo, hi): a slice, no gather
+    prefix: "shared_prefix.Prefix | None" = None  # decode rows that all start with these slots: key_slots/mask are
+    # the suffixes after them, [B, S] and [B, S] additive (engine/shared_prefix.py)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,10 @@ def _attend(
     """One SDPA call for a group: [B * q, H, D] outputs in the group's token order."""
     heads, dim = query.shape[1], query.shape[3]
     b, q = group.rows, group.q
+    if group.prefix is not None:  # q == 1
+        rows = query[0, :, group.start : group.start + b].transpose(0, 1)  # [B, H, D]
+        scale = dim**-0.5 if scaling is None else scaling
+        return shared_prefix.attend(rows, k_cache, v_cache, group.prefix, group.key_slots, group.mask, scale)
     qs = query[0, :, group.start : group.start + b * q].view(heads, b, q, dim).transpose(0, 1)  # [B, H, q, D]
     if group.key_range is not None:
         lo, hi = group.key_range

@@ -32,6 +32,8 @@ class EngineConfig:
     max_depth: int | None = None
     device: str | None = None  # None: the model's device
     dtype: torch.dtype | None = None  # None: the model's dtype
+    shared_prefix_slots: int | None = 512  # decode paths read their common prefix once when that saves at least
+    # this many slot copies, (paths - 1) x prefix (engine/shared_prefix.py); None: every path gathers its table
     check_integrity: bool = False  # assert the KV accounting after every step (tests)
     step_delay_s: float = 0.0  # test-only: sleep this long before each forward (a slowed engine; serve: $MULTIVERSE_STEP_DELAY_S)
 
@@ -48,7 +50,7 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.reserve_pages must be in [0, num_pages), got {self.reserve_pages}")
         if not 0 <= self.step_delay_s < 60:
             raise ValueError(f"EngineConfig.step_delay_s must be in [0, 60) seconds, got {self.step_delay_s}")
-        for name in ("max_paths", "max_depth"):
+        for name in ("max_paths", "max_depth", "shared_prefix_slots"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"EngineConfig.{name} must be None or >= 1, got {value}")

@@ -54,7 +54,7 @@ class NativeEngine(Driver):
         log.info("%s", self.kv.describe())  # the start-up line
         codec = TextCodec(tokenizer, keep=vocab.tags.all())  # raw and clean text, incremental decoding
         eos = eos_ids(tokenizer, getattr(model, "generation_config", None))
-        runner = ModelRunner(self.model, self.pool, self.device)
+        runner = ModelRunner(self.model, self.pool, self.device, config.shared_prefix_slots)
         scheduler = Scheduler(runner, self.pool, config, vocab, eos, codec, self.max_positions)
         super().__init__(tokenizer, config, vocab, codec, scheduler)
 

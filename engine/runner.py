@@ -15,14 +15,18 @@ from collections.abc import Sequence
 
 import torch
 
+from engine import shared_prefix
 from engine.attention import RowGroup, StepMeta, register
 from engine.branch import Branch
 from engine.kv_pool import KVPool
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, pool: KVPool, device: torch.device) -> None:
+    def __init__(
+        self, model: torch.nn.Module, pool: KVPool, device: torch.device, shared_prefix_slots: int | None = None
+    ) -> None:
         self.model, self.pool, self.device = model, pool, device
+        self.shared_prefix_slots = shared_prefix_slots  # None: decode rows always gather their whole tables
         self.base = model.base_model
         self.lm_head = model.get_output_embeddings()
         self.seam = register()
@@ -78,6 +82,10 @@ class ModelRunner:
             if rows[0].prefill_mask is not None:
                 mask = rows[0].prefill_mask[k_max - q : k_max, :k_max].to(dev)[None, None]
             return RowGroup(start, 1, q, None, self._additive(mask), key_range=(lo, rows[0].slots[k_max - 1] + 1))
+        if self.shared_prefix_slots is not None and q == 1 and len(rows) > 1 and all(b.prefill_mask is None for b in rows):
+            shared = self._shared_prefix_group(rows, k_lens, start)
+            if shared is not None:
+                return shared
         if all(b.contiguous for b in rows):  # each table is one run of slots: no per-row list conversion
             starts = torch.tensor([b.slots[0] for b in rows], device=dev)
             last = self.pool.k.shape[2] - 1  # padding past a row's end is masked; keep it a valid slot
@@ -99,6 +107,26 @@ class ModelRunner:
                 n = k_lens[r]
                 mask[r, :, :n] = branch.prefill_mask[n - q : n, :n].to(dev)
         return RowGroup(start, len(rows), q, table, self._additive(mask[:, None]))
+
+    def _shared_prefix_group(self, rows: list[Branch], k_lens: list[int], start: int) -> RowGroup | None:
+        """Decode rows whose tables start with one contiguous run (the paths of a fork): prefix read once."""
+        tables = [b.table()[:n] for b, n in zip(rows, k_lens)]
+        found = shared_prefix.common_prefix(tables, [b.num_shared for b in rows], self.shared_prefix_slots)
+        if found is None:
+            return None
+        n = shared_prefix.prefix_length(found)
+        if not isinstance(found, tuple):
+            found = found.to(self.device)
+        suffixes = [t[n:] for t in tables]  # each holds at least the row's new token (k_len > num_shared)
+        lengths = [len(t) for t in suffixes]
+        mask = None
+        if min(lengths) == max(lengths):
+            table = torch.stack(suffixes).to(self.device)
+        else:
+            table = torch.nn.utils.rnn.pad_sequence(suffixes, batch_first=True).to(self.device)
+            real = torch.arange(max(lengths), device=self.device)[None, :] < torch.tensor(lengths, device=self.device)[:, None]
+            mask = self._additive(real)
+        return RowGroup(start, len(rows), 1, table, mask, prefix=found)
 
     def _additive(self, mask: torch.Tensor | None) -> torch.Tensor | None:
         """A bool mask as 0 / -inf in the KV dtype, once per step: SDPA would convert it in every layer."""

@@ -48,8 +48,9 @@ def model(tok):
     return build_model(tok, hidden_size=64, num_layers=2, seed=3)
 
 
-@pytest.mark.parametrize("page_size", [1, 4, 16])
-def test_scripted_structures_match_one_teacher_forced_forward(tok, model, page_size):
+@pytest.mark.parametrize("page_size, shared_prefix_slots", [(1, 512), (4, 512), (16, 512), (4, 1), (16, 1)])
+def test_scripted_structures_match_one_teacher_forced_forward(tok, model, page_size, shared_prefix_slots):
+    """shared_prefix_slots=1: every decode step of two or more paths reads their prefix once (shared_prefix.py)."""
     rng = random.Random(page_size)
     prompts = ["Let's think in parallel.", "Question: what is 12 * 12?", "Consider the triangle", "x"]
     targets, params = [], []
@@ -60,7 +61,8 @@ def test_scripted_structures_match_one_teacher_forced_forward(tok, model, page_s
         targets.append(target)
         proc = ScriptedProcessor(target, len(p_ids), tok)
         params.append(SamplingParams(max_new_tokens=2000, temperature=0.7, seed=1, logprobs=True, logits_processors=[proc]))
-    lm = MultiverseLM(model, tok, page_size=page_size, num_pages=4096 // page_size, check_integrity=True)
+    lm = MultiverseLM(model, tok, page_size=page_size, num_pages=4096 // page_size, check_integrity=True,
+                      shared_prefix_slots=shared_prefix_slots)
     outs = lm.generate(prompts, params, raw=True)  # the targets start with tok(prompt): no chat template
     for out, target, p in zip(outs, targets, params):
         assert p.logits_processors[0].misses == 0
