@@ -127,6 +127,33 @@ def test_encoding_labels_only_assistant_tokens(tokenizer) -> None:
     assert tail == "\n\nAnswer: " + ex.attempt + "<|im_end|>\n"
 
 
+def test_loss_on_forced_false_drops_exactly_the_tokens_the_engine_forces(tokenizer) -> None:
+    """Every <Path> LABEL ":" and <Conclusion> loses its label; every other target keeps it; ids are unchanged."""
+    from multiverse.encode import fork_prefix_ids
+    from multiverse.tags import StructureVocab
+
+    ex = _example()
+    full = encode_example(ex, tokenizer, DataConfig())
+    cut = encode_example(ex, tokenizer, DataConfig(loss_on_forced=False))
+    assert cut["input_ids"] == full["input_ids"]
+    ids = full["input_ids"]
+    vocab = StructureVocab.from_tokenizer(tokenizer)
+    want = [False] * len(ids)
+    for i, t in enumerate(ids):
+        if t == vocab.tags.conclusion_open:
+            want[i] = True
+        elif t == vocab.tags.path_open:
+            label = tokenizer.decode(ids[i + 1 : i + 8]).split(":")[0]
+            n = len(fork_prefix_ids(label, vocab))
+            assert ids[i : i + n] == fork_prefix_ids(label, vocab)
+            want[i : i + n] = [True] * n
+    dropped = [a != IGNORE and b == IGNORE for a, b in zip(full["labels"], cut["labels"])]
+    assert dropped == want and sum(want) > 0
+    assert all(b in (a, IGNORE) for a, b in zip(full["labels"], cut["labels"]))
+    ar = _example("autoregressive")  # no forced tokens in a sequential trace
+    assert encode_example(ar, tokenizer, DataConfig(loss_on_forced=False)) == encode_example(ar, tokenizer, DataConfig())
+
+
 def test_autoregressive_prompt_suffix(tokenizer) -> None:
     cfg = DataConfig()
     s = encode_example(_example("autoregressive"), tokenizer, cfg)

@@ -69,6 +69,8 @@ class DataConfig:
     truncation: str = "cut"  # cut: keep the first block_size tokens | drop: skip longer samples
     packing: bool = False  # concatenate samples into rows of up to block_size tokens
     on_bad_row: str = "error"  # error: stop at a malformed Multiverse trace (naming the row) | skip: count and go on
+    loss_on_forced: bool = True  # False: no loss where the engine forces the token (<Path> LABEL ":", <Conclusion>),
+    # as in RL; a path's label cannot be told from what the path sees (multiverse.encode.encode_trace_forced)
     seed: int = 42
     eval_fraction: float = 0.0  # hold out this share of the distinct questions (with all their rows) for evaluation
     eval_split: str | None = None  # or: a split of the hub dataset(s) (e.g. test) or a local file of Multiverse rows

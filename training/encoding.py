@@ -2,6 +2,7 @@
 
     ids    = chat-template prefix (system, user turn, assistant header) | assistant content | end of turn
     labels = -100 ...                                                  | ids              | ids
+                                               (data.loss_on_forced False: -100 where the engine forces the token)
 
 The assistant content of a Multiverse example is `multiverse.encode.encode_trace` (canonical form, every path
 starting with exactly the engine's fork prefix), followed by the encoded answer part. Autoregressive content is
@@ -15,7 +16,7 @@ from typing import Any, Iterable
 
 from tqdm import tqdm
 
-from multiverse.encode import encode_trace
+from multiverse.encode import encode_trace_forced
 from multiverse.structure import StructureError
 from training.config import ConfigError, DataConfig
 from training.data import Example
@@ -47,17 +48,20 @@ def chat_frame(tokenizer: Any, question: str, system: str | None) -> tuple[str, 
     return before, after
 
 
-def assistant_ids(ex: Example, tokenizer: Any, answer_prefix: str) -> list[int]:
+def assistant_ids(ex: Example, tokenizer: Any, answer_prefix: str) -> tuple[list[int], list[bool]]:
+    """(ids, forced): forced marks the tokens the engine places itself (multiverse.encode.encode_trace_forced)."""
     if ex.kind == "multiverse":
         try:
-            ids = encode_trace(ex.trace, tokenizer)
+            ids, forced = encode_trace_forced(ex.trace, tokenizer)
         except StructureError as e:
             raise ConfigError(f"{ex.origin}: malformed Multiverse trace: {e}") from e
     else:
         ids = tokenizer.encode(ex.trace, add_special_tokens=False)
+        forced = [False] * len(ids)
     if ex.attempt:
-        ids += tokenizer.encode(answer_prefix + ex.attempt, add_special_tokens=False)
-    return ids
+        answer = tokenizer.encode(answer_prefix + ex.attempt, add_special_tokens=False)
+        ids, forced = ids + answer, forced + [False] * len(answer)
+    return ids, forced
 
 
 def encode_example(ex: Example, tokenizer: Any, cfg: DataConfig) -> dict[str, list[int]]:
@@ -66,8 +70,10 @@ def encode_example(ex: Example, tokenizer: Any, cfg: DataConfig) -> dict[str, li
     suffix = p.multiverse_suffix if ex.kind == "multiverse" else p.autoregressive_suffix
     before, after = chat_frame(tokenizer, ex.question + suffix, p.system_prompt)
     prompt = tokenizer.encode(before, add_special_tokens=False)
-    target = assistant_ids(ex, tokenizer, p.answer_prefix) + tokenizer.encode(after, add_special_tokens=False)
-    return {"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + target}
+    content, forced = assistant_ids(ex, tokenizer, p.answer_prefix)
+    target = content + tokenizer.encode(after, add_special_tokens=False)
+    labels = [IGNORE if not cfg.loss_on_forced and i < len(forced) and forced[i] else t for i, t in enumerate(target)]
+    return {"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + labels}
 
 
 def fit(sample: dict[str, list[int]], cfg: DataConfig, stats: EncodeStats) -> dict[str, list[int]] | None:

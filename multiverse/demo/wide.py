@@ -16,7 +16,7 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from multiverse.demo.remainders import HELD_OUT_SEED, FINE_TUNE_SEED, TRAIN_SEED, Shape, make_rows
+from multiverse.demo.remainders import HELD_OUT_SEED, FINE_TUNE_SEED, TRAIN_SEED, Shape, make_rows, sample_problem, to_row
 from multiverse.structure import sequential_twin
 
 WIDE = Shape(names=(2, 8), steps=(0, 20), divisor=(2, 9), chain=(2, 5), dependent_share=0.2, nested_share=0.3,
@@ -60,6 +60,25 @@ def wide_held_out_rows(n: int, exclude: set[str], per_edge: int = PER_EDGE) -> l
 
 def wide_fine_tune_rows(n: int, held_out_questions: set[str]) -> list[dict[str, Any]]:
     return make_rows(n, seed=FINE_TUNE_SEED, shape=WIDE_FINE_TUNE, exclude=held_out_questions)
+
+
+DISTILL_SEED = 3  # the self-distillation question pool (after train 0, held out 1, fine-tune 2)
+
+
+def wide_distill_rows(n: int, exclude: set[str], edge_share: float = 0.5, seed: int = DISTILL_SEED) -> list[dict[str, Any]]:
+    """n distinct questions for self-distillation, none in `exclude`: a seeded `edge_share` of them drawn from
+    one of EDGES (in turn over the edges), the rest from WIDE_FINE_TUNE. Each row names its edge ("" for a plain
+    draw). Only questions matter here: distillation samples and grades its own answers."""
+    if not 0.0 <= edge_share <= 1.0:
+        raise ValueError(f"edge_share must be in [0, 1], got {edge_share}")
+    rng, seen, rows, names = random.Random(seed), set(exclude), [], list(EDGES)
+    while len(rows) < n:
+        edge = names[len(rows) % len(names)] if rng.random() < edge_share else ""
+        p = sample_problem(rng, EDGES[edge] if edge else WIDE_FINE_TUNE)
+        if p.question not in seen:
+            seen.add(p.question)
+            rows.append({**to_row(p), "edge": edge})
+    return rows
 
 
 def under_parallel(rows: list[dict[str, Any]], share: float, seed: int = 0) -> list[dict[str, Any]]:
