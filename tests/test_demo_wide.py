@@ -12,7 +12,8 @@ import pytest
 
 from multiverse.demo import remainders
 from multiverse.demo.reproduce import main
-from multiverse.demo.wide import EDGES, PER_EDGE, WIDE, under_parallel, wide_held_out_rows, wide_train_rows
+from multiverse.demo.wide import (EDGES, PER_EDGE, WIDE, under_parallel, wide_distill_rows, wide_held_out_rows,
+                                  wide_train_rows)
 from multiverse.structure import canonicalize, parse, sequential_twin
 from test_demo_remainders import _evaluate
 
@@ -79,6 +80,23 @@ def test_wide_rows_are_canonical_true_and_disjoint(held) -> None:
         assert WIDE.divisor[0] <= f["divisor"] <= WIDE.divisor[1] and f["dividend"] <= WIDE.dividend[1]
         if not row["dependent"]:
             assert len(next(parse(trace).blocks()).paths) == f["names"]
+
+
+def test_distillation_pool_covers_every_edge_and_avoids_the_held_out_split(held) -> None:
+    held_questions = {r["question"] for r in held}
+    rows = wide_distill_rows(440, held_questions, edge_share=0.5)
+    assert len({r["question"] for r in rows}) == 440 and not {r["question"] for r in rows} & held_questions
+    on_edges = [r for r in rows if r["edge"]]
+    assert 0.4 < len(on_edges) / len(rows) < 0.6 and {r["edge"] for r in on_edges} == set(EDGES)
+    for r in on_edges:  # each row really sits on its edge, read back from its question
+        key, value = EDGE_CHECKS[r["edge"]]
+        if key in ("names", "divisor", "nested", "chain"):
+            assert features(r["question"])[key] == value, r["edge"]
+        assert int(r["deepseek_attempt"]) == _evaluate(r["question"])
+    assert wide_distill_rows(50, held_questions) == wide_distill_rows(50, held_questions)  # seeded
+    assert not any(r["edge"] for r in wide_distill_rows(50, set(), edge_share=0.0))
+    with pytest.raises(ValueError, match="edge_share"):
+        wide_distill_rows(1, set(), edge_share=1.5)
 
 
 def test_under_parallel_keeps_a_share_of_the_forkable_blocks() -> None:
