@@ -117,7 +117,7 @@ def test_a_round_samples_keeps_and_fine_tunes_and_a_rerun_redoes_nothing(tmp_pat
 
 def test_fresh_questions_give_each_round_its_own_slice_of_the_task_file(tmp_path) -> None:
     """Round n samples rows [(n-1) x limit, n x limit), keeping their row numbers (seeds, provenance); a file too
-    short for the last round is refused before any sampling."""
+    short for the last round is refused before any sampling. With replay, round n fine-tunes on rounds 1..n's rows."""
     from multiverse.config_io import ConfigError
 
     tasks = tmp_path / "tasks.jsonl"
@@ -126,7 +126,7 @@ def test_fresh_questions_give_each_round_its_own_slice_of_the_task_file(tmp_path
     tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
     base = _config(str(tasks), str(tmp_path / "distill"))
     cfg = dataclasses.replace(base, data=dataclasses.replace(base.data, limit=2),
-                              distill=dataclasses.replace(base.distill, rounds=2, fresh_questions=True)).validate()
+                              distill=dataclasses.replace(base.distill, rounds=2, fresh_questions=True, replay=True)).validate()
     assert [cfg.round_questions(n) for n in (1, 2)] == [(dataclasses.replace(cfg.data, limit=2), 0),
                                                         (dataclasses.replace(cfg.data, limit=4), 2)]
     summaries = distill(cfg)
@@ -134,6 +134,11 @@ def test_fresh_questions_give_each_round_its_own_slice_of_the_task_file(tmp_path
     for n, asked in ((1, rows[:2]), (2, rows[2:])):
         kept = [json.loads(x) for x in (tmp_path / "distill" / f"round-{n}" / "kept.jsonl").read_text().splitlines()]
         assert kept and {k["question"] for k in kept} <= {r["question"] for r in asked}
+    folder = tmp_path / "distill"
+    replay = (folder / "round-2" / "replay.jsonl").read_text()
+    assert replay == (folder / "round-1" / "kept.jsonl").read_text() + (folder / "round-2" / "kept.jsonl").read_text()
+    trained_on = [(folder / f"round-{n}" / "model" / "multiverse_train.yaml").read_text() for n in (1, 2)]
+    assert "replay.jsonl" in trained_on[0] and str(folder / "round-2" / "replay.jsonl") in trained_on[1]
     with pytest.raises(ConfigError, match="has 4 rows; distill.fresh_questions needs .* = 6"):
         dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, rounds=3)).validate()
 

@@ -27,6 +27,7 @@ class RoundsConfig:
     batch_questions: int = 32  # questions per generate call (x sampling.samples requests)
     fresh_questions: bool = False  # round n samples rows [(n-1) x data.limit, n x data.limit) of data.tasks, not
     # the same first data.limit rows every round (later rounds learn from questions no earlier round saw)
+    replay: bool = False  # round n fine-tunes on the kept rows of rounds 1..n (round-N/replay.jsonl), not only its own
     engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig options of the sampling engine
 
 

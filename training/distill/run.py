@@ -3,7 +3,8 @@
 
     round N:  model(N-1) --engine, seeds (seed, N, question, sample)--> rollouts
               --judge (eval grader, structure)--> kept.jsonl (+ provenance) --SFT (training.run.train)--> model(N)
-Files per round under distill.output_dir/round-N: kept.jsonl, summary.json (counts and means), model/.
+Files per round under distill.output_dir/round-N: kept.jsonl, summary.json (counts and means), model/, and with
+distill.replay replay.jsonl (the kept rows of rounds 1..N, what round N fine-tunes on).
 A round whose model/ is complete is skipped, and kept.jsonl is reused when present, so the command can be run
 again after an interruption and continues where it stopped (the fine-tune itself resumes with sft.train.resume).
 """
@@ -68,6 +69,19 @@ def round_done(folder: Path) -> bool:
     return (folder / "model" / "multiverse_train.yaml").is_file() and (folder / "model" / "config.json").is_file()
 
 
+def replay_file(cfg: DistillConfig, n: int) -> Path:
+    """round-n/replay.jsonl: the kept rows of rounds 1..n in round order (rewritten whole, atomically)."""
+    out = Path(cfg.distill.output_dir, f"round-{n}", "replay.jsonl")
+    parts = [Path(cfg.distill.output_dir, f"round-{i}", "kept.jsonl") for i in range(1, n + 1)]
+    missing = [str(p) for p in parts if not p.is_file()]
+    if missing:
+        raise RuntimeError(f"distill.replay: round {n} needs the kept rows of every earlier round; missing {missing}")
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(p.read_text() for p in parts))
+    tmp.replace(out)
+    return out
+
+
 def distill(cfg: DistillConfig) -> list[dict[str, Any]]:
     """Run every round not done yet; returns each round's summary."""
     from training.run import train
@@ -87,7 +101,7 @@ def distill(cfg: DistillConfig) -> list[dict[str, Any]]:
                 tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
                 tmp.replace(kept)  # a kill during sampling leaves no half file
                 print(json.dumps({"event": "kept", **summary}))
-            train(cfg.round_sft(n, model, str(kept)))
+            train(cfg.round_sft(n, model, str(replay_file(cfg, n) if cfg.distill.replay else kept)))
         summaries.append(json.loads((folder / SUMMARY).read_text()))
         model = str(folder / "model")
     return summaries
