@@ -12,6 +12,7 @@ import pytest
 
 from multiverse.demo import remainders
 from multiverse.demo.reproduce import main
+from multiverse.demo.wide import main as wide_main
 from multiverse.demo.wide import (EDGES, PER_EDGE, WIDE, under_parallel, wide_distill_rows, wide_held_out_rows,
                                   wide_train_rows)
 from multiverse.structure import canonicalize, parse, sequential_twin
@@ -127,6 +128,9 @@ def test_reproduce_prepares_the_wide_under_parallel_start(tmp_path) -> None:
     assert any(r["written_parallel"] for r in tune) and any(not r["written_parallel"] and not r["dependent"] for r in tune)
     with pytest.raises(ValueError, match="edges"):
         wide_held_out_rows(100, set())
+    wide_main(["--out", out, "--rows", "30"])  # the distillation pool beside them: no held-out or fine-tune question
+    pool = read("distill_pool.jsonl")
+    assert len(pool) == 30 and not {r["question"] for r in pool} & {r["question"] for r in held + tune}
 
 
 def test_the_learning_chain_commands_use_real_flags_and_configs(tmp_path) -> None:

@@ -95,3 +95,33 @@ def under_parallel(rows: list[dict[str, Any]], share: float, seed: int = 0) -> l
         out.append({**r, "deepseek_thinking_trajectory_parallel": trace if parallel else sequential_twin(trace),
                     "written_parallel": parallel})
     return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m multiverse.demo.wide --out runs/wide [--rows 6000] [--edge-share 0.5]`: OUT/distill_pool.jsonl,
+    questions for self-distillation beyond OUT/finetune.jsonl, none of them held out or in the fine-tune file."""
+    import argparse
+    import json
+    import os
+
+    from multiverse.demo.remainders import write_jsonl
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/wide", help="a folder `reproduce --shape wide` wrote")
+    parser.add_argument("--rows", type=int, default=6000)
+    parser.add_argument("--edge-share", type=float, default=0.5, help="share of the questions on a range's edge")
+    args = parser.parse_args(argv)
+    exclude: set[str] = set()
+    for name in ("heldout.jsonl", "finetune.jsonl"):
+        path = os.path.join(args.out, name)
+        if not os.path.isfile(path):
+            parser.error(f"{path} is missing: run `python -m multiverse.demo.reproduce --shape wide --out {args.out}` first")
+        with open(path, encoding="utf-8") as f:
+            exclude |= {json.loads(line)["question"] for line in f if line.strip()}
+    rows = wide_distill_rows(args.rows, exclude, args.edge_share)
+    write_jsonl(os.path.join(args.out, "distill_pool.jsonl"), rows)
+    print(f"wrote {len(rows)} questions ({sum(bool(r['edge']) for r in rows)} on an edge) to {args.out}/distill_pool.jsonl")
+
+
+if __name__ == "__main__":
+    main()
