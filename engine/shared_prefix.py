@@ -4,14 +4,14 @@ After a fork, every path's block table starts with the same slots (the prompt an
 only each path's own tokens differ. The gather in engine/attention.py copies a row's whole table, so a decode step
 with B paths copies the shared prefix B times in every layer. Here the prefix is read once (a slice of the pool
 when its slots are one run, as at batch 1; else one gather), every path's query meets it in one matmul, and only
-the short own suffixes are gathered per row. One softmax runs over [prefix scores | suffix scores], so the result is the same attention as the
-gathered one (up to float summation order); `gathered_reference` below is that naive form, which tests compare
-against.
+the short own suffixes are gathered per row. One softmax runs over [prefix scores | suffix scores], so the result
+is the same attention as the gathered one (up to float summation order); `gathered_reference` below is that
+naive form, which tests compare against.
 
 Used for decode groups (q = 1) of at least two rows whose tables share a prefix, when the copies it
 saves, (rows - 1) x prefix slots, reach EngineConfig.shared_prefix_slots; every other group keeps the gather.
-On this CPU (benchmarks/shared_prefix.py) the gather is cheaper below about 512 saved slots and the shared read
-is 5x faster at a 4K prefix with 8 paths.
+On this CPU the gather is cheaper below about 512 saved slots; the attention call alone is 5x faster at a 4K prefix
+with 8 paths, a whole batch-1 decode 1.3x at 1K and 1.5x at 4K (benchmarks/shared_prefix.py).
 """
 from __future__ import annotations
 
