@@ -88,7 +88,8 @@ def main() -> None:
     model = build_model(tok, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, seed=0)
     model.config.max_position_embeddings = max(args.prompts) + 2048
     rows = [case(model, tok, p, b, args.rounds) for p in args.prompts for b in args.batches]
-    print(f"{'prompt':>7} {'batch':>5} {'shared s':>9} {'gather s':>9} {'speedup':>8} {'max |dlogp|':>12}", file=sys.stderr)
+    head = f"{'prompt':>7} {'batch':>5} {'shared s':>9} {'gather s':>9} {'speedup':>8} {'max |dlogp|':>12}"
+    print(head, file=sys.stderr)
     for r in rows:
         print(f"{r['prompt_tokens']:>7} {r['batch']:>5} {r['shared_s']:>9.3f} {r['gather_s']:>9.3f} "
               f"{r['speedup']:>7.2f}x {r['max_logprob_diff']:>12.2e}", file=sys.stderr)

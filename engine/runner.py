@@ -82,7 +82,8 @@ class ModelRunner:
             if rows[0].prefill_mask is not None:
                 mask = rows[0].prefill_mask[k_max - q : k_max, :k_max].to(dev)[None, None]
             return RowGroup(start, 1, q, None, self._additive(mask), key_range=(lo, rows[0].slots[k_max - 1] + 1))
-        if self.shared_prefix_slots is not None and q == 1 and len(rows) > 1 and all(b.prefill_mask is None for b in rows):
+        decode_paths = q == 1 and len(rows) > 1 and all(b.prefill_mask is None for b in rows)
+        if self.shared_prefix_slots is not None and decode_paths:
             shared = self._shared_prefix_group(rows, k_lens, start)
             if shared is not None:
                 return shared
@@ -124,7 +125,8 @@ class ModelRunner:
             table = torch.stack(suffixes).to(self.device)
         else:
             table = torch.nn.utils.rnn.pad_sequence(suffixes, batch_first=True).to(self.device)
-            real = torch.arange(max(lengths), device=self.device)[None, :] < torch.tensor(lengths, device=self.device)[:, None]
+            ends = torch.tensor(lengths, device=self.device)[:, None]
+            real = torch.arange(max(lengths), device=self.device)[None, :] < ends  # [B, S] not padding
             mask = self._additive(real)
         return RowGroup(start, len(rows), 1, table, mask, prefix=found)
 

@@ -16,7 +16,8 @@ import random
 from dataclasses import replace
 from typing import Any
 
-from multiverse.demo.remainders import HELD_OUT_SEED, FINE_TUNE_SEED, TRAIN_SEED, Shape, make_rows, sample_problem, to_row
+from multiverse.demo.remainders import (HELD_OUT_SEED, FINE_TUNE_SEED, TRAIN_SEED, Shape, make_rows, sample_problem,
+                                       to_row)
 from multiverse.structure import sequential_twin
 
 WIDE = Shape(names=(2, 8), steps=(0, 20), divisor=(2, 9), chain=(2, 5), dependent_share=0.2, nested_share=0.3,
@@ -65,7 +66,9 @@ def wide_fine_tune_rows(n: int, held_out_questions: set[str]) -> list[dict[str, 
 DISTILL_SEED = 3  # the self-distillation question pool (after train 0, held out 1, fine-tune 2)
 
 
-def wide_distill_rows(n: int, exclude: set[str], edge_share: float = 0.5, seed: int = DISTILL_SEED) -> list[dict[str, Any]]:
+def wide_distill_rows(
+    n: int, exclude: set[str], edge_share: float = 0.5, seed: int = DISTILL_SEED
+) -> list[dict[str, Any]]:
     """n distinct questions for self-distillation, none in `exclude`: a seeded `edge_share` of them drawn from
     one of EDGES (in turn over the edges), the rest from WIDE_FINE_TUNE. Each row names its edge ("" for a plain
     draw). Only questions matter here: distillation samples and grades its own answers."""
@@ -115,12 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     for name in ("heldout.jsonl", "finetune.jsonl"):
         path = os.path.join(args.out, name)
         if not os.path.isfile(path):
-            parser.error(f"{path} is missing: run `python -m multiverse.demo.reproduce --shape wide --out {args.out}` first")
+            parser.error(f"{path} is missing: run `python -m multiverse.demo.reproduce --shape wide --out {args.out}`")
         with open(path, encoding="utf-8") as f:
             exclude |= {json.loads(line)["question"] for line in f if line.strip()}
     rows = wide_distill_rows(args.rows, exclude, args.edge_share)
     write_jsonl(os.path.join(args.out, "distill_pool.jsonl"), rows)
-    print(f"wrote {len(rows)} questions ({sum(bool(r['edge']) for r in rows)} on an edge) to {args.out}/distill_pool.jsonl")
+    on_edge = sum(bool(r["edge"]) for r in rows)
+    print(f"wrote {len(rows)} questions ({on_edge} on an edge) to {os.path.join(args.out, 'distill_pool.jsonl')}")
 
 
 if __name__ == "__main__":
