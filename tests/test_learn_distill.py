@@ -115,6 +115,27 @@ def test_a_round_samples_keeps_and_fine_tunes_and_a_rerun_redoes_nothing(tmp_pat
     assert (out / "round-1" / "model" / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+def test_two_sampling_workers_draw_the_rollouts_one_engine_draws(tmp_path) -> None:
+    """distill.workers: each process samples a contiguous share; the groups come back in question order, and the
+    per-question seeds make them the rollouts one engine draws."""
+    from training.distill.run import sample_all
+    from training.rollouts import load_questions
+
+    tasks = tmp_path / "tasks.jsonl"
+    rows = [{"question": f"Let A = {a} mod 4, B = (A+10) mod 4. Compute B.", "deepseek_attempt": str((a % 4 + 10) % 4),
+             "dependent": True} for a in (13, 17, 22, 9, 30)]
+    tasks.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = _config(str(tasks), str(tmp_path / "distill"))
+    cfg = dataclasses.replace(cfg, sampling=dataclasses.replace(cfg.sampling, samples=2, max_new_tokens=120))
+    questions = load_questions(cfg.data)
+    one = sample_all(cfg, 1, str(DEFAULT_MODEL), questions)
+    two = sample_all(dataclasses.replace(cfg, distill=dataclasses.replace(cfg.distill, workers=2)), 1, str(DEFAULT_MODEL),
+                     questions)
+    key = lambda part: [[(r.question.index, r.sample, r.seed, r.text) for r in g] for g in part[0]]  # noqa: E731
+    assert key(two) == key(one) and [g[0].question.index for g in two[0]] == [0, 1, 2, 3, 4]
+    assert [[v.correct for v in vs] for vs in two[1]] == [[v.correct for v in vs] for vs in one[1]]
+
+
 def test_fresh_questions_give_each_round_its_own_slice_of_the_task_file(tmp_path) -> None:
     """Round n samples rows [(n-1) x limit, n x limit), keeping their row numbers (seeds, provenance); a file too
     short for the last round is refused before any sampling. With replay, round n fine-tunes on rounds 1..n's rows."""

@@ -28,6 +28,8 @@ class RoundsConfig:
     fresh_questions: bool = False  # round n samples rows [(n-1) x data.limit, n x data.limit) of data.tasks, not
     # the same first data.limit rows every round (later rounds learn from questions no earlier round saw)
     replay: bool = False  # round n fine-tunes on the kept rows of rounds 1..n (round-N/replay.jsonl), not only its own
+    workers: int = 1  # processes that sample a round, each with its own engine on a contiguous share of the
+    # questions; rollouts are seeded per question and sample, so the kept rows do not depend on it
     engine: dict[str, Any] = field(default_factory=dict)  # EngineConfig options of the sampling engine
 
 
@@ -43,7 +45,7 @@ class DistillConfig:
     def validate(self) -> "DistillConfig":
         check_sources(self.model.name_or_path, self.data, "round 1 samples from")
         check_choice("reward.steps", self.reward.steps, ("none", "remainders"))
-        check_at_least(self, ("distill.rounds", "distill.batch_questions", "sampling.samples"), 1)
+        check_at_least(self, ("distill.rounds", "distill.batch_questions", "distill.workers", "sampling.samples"), 1)
         if self.distill.fresh_questions:
             if self.data.limit is None:
                 raise ConfigError("distill.fresh_questions needs data.limit (the questions of each round)", "data.limit")

@@ -24,23 +24,48 @@ from training.judge import judge
 SUMMARY = "summary.json"
 
 
-def sample_round(cfg: DistillConfig, n: int, model: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(kept rows, summary) of round n's sampling from `model`."""
+def sample_share(cfg: DistillConfig, n: int, model: str, questions: list, worker: int = 0) -> tuple[list, list]:
+    """(groups, verdicts) of one engine over `questions`, in their order (a worker process when distill.workers > 1)."""
     from engine.api import MultiverseLM
 
+    lm = MultiverseLM(model, **cfg.distill.engine)
+    step = cfg.distill.batch_questions
+    groups, verdicts = [], []
+    name = f"round {n}: sampling" + (f" [{worker + 1}/{cfg.distill.workers}]" if cfg.distill.workers > 1 else "")
+    try:
+        for i in tqdm(range(0, len(questions), step), desc=name, unit="batch", position=worker):
+            for group in rollouts.sample(lm, questions[i: i + step], cfg.sampling, cfg.distill.seed, "distill", n):
+                groups.append(group)
+                verdicts.append([judge(r, cfg.reward) for r in group])
+    finally:
+        lm.close()
+    return groups, verdicts
+
+
+def sample_all(cfg: DistillConfig, n: int, model: str, questions: list) -> tuple[list, list]:
+    """Every question's group and verdicts, in question order, from distill.workers processes (contiguous shares)."""
+    workers = min(cfg.distill.workers, len(questions))
+    if workers <= 1:
+        return sample_share(cfg, n, model, questions)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = -(-len(questions) // workers)
+    shares = [questions[i * size: (i + 1) * size] for i in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        done = [pool.submit(sample_share, cfg, n, model, share, w) for w, share in enumerate(shares)]
+        parts = [d.result() for d in done]
+    return [g for p in parts for g in p[0]], [v for p in parts for v in p[1]]
+
+
+def sample_round(cfg: DistillConfig, n: int, model: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(kept rows, summary) of round n's sampling from `model`."""
     task, skip = cfg.round_questions(n)
     questions = rollouts.load_questions(task)[skip:]  # each keeps its row index in data.tasks (seeds, provenance)
     if not questions:  # read before the engine starts: nothing to close on this error
         raise RuntimeError(f"round {n}: {cfg.data.tasks} has no rows past the first {skip} (distill.fresh_questions "
                            f"needs rounds x data.limit = {cfg.distill.rounds * (cfg.data.limit or 0)} rows)")
-    lm = MultiverseLM(model, **cfg.distill.engine)
-    step = cfg.distill.batch_questions
-    groups, verdicts = [], []
-    for i in tqdm(range(0, len(questions), step), desc=f"round {n}: sampling", unit="batch"):
-        for group in rollouts.sample(lm, questions[i: i + step], cfg.sampling, cfg.distill.seed, "distill", n):
-            groups.append(group)
-            verdicts.append([judge(r, cfg.reward) for r in group])
-    lm.close()
+    groups, verdicts = sample_all(cfg, n, model, questions)
     rows = kept_rows(groups, verdicts, n, model, cfg.reward.answer_prefix)
     flat = [(r, v) for g, vs in zip(groups, verdicts) for r, v in zip(g, vs)]
     kept_forked = [row["provenance"]["forks"] > 0 for row in rows]
