@@ -145,14 +145,20 @@ def test_the_learning_chain_commands_use_real_flags_and_configs(tmp_path) -> Non
 
     stages = stage_commands(str(tmp_path / "wide"), rounds=2, rl_steps=40)
     assert list(stages) == ["start", "full", "distill", "rl", "no_bonus", "eval"]
+    from multiverse.cli import add_common_arguments
+
     train, ev = argparse.ArgumentParser(), argparse.ArgumentParser()
     train_arguments(train)
     eval_arguments(ev)
+    for parser in (train, ev):
+        add_common_arguments(parser)  # --threads, --debug: every subcommand has them
     for name in ("distill", "rl", "no_bonus"):
         args = train.parse_args(shlex.split(stages[name][0])[2:])
         load = load_distill_config if args.stage == "distill" else load_rl_config
         cfg = load(args.config, overrides(args))  # the shipped config with the chain's overrides is valid
         assert cfg.data.tasks == str(tmp_path / "wide" / "finetune.jsonl")
+        if name == "distill":  # two sampling processes, then the fine-tune on both cores
+            assert cfg.distill.workers == 2 and args.threads == 2
     no_bonus = load_rl_config(*(lambda a: (a.config, overrides(a)))(train.parse_args(shlex.split(stages["no_bonus"][0])[2:])))
     assert no_bonus.reward.acceleration == 0 and no_bonus.train.max_steps == 10
     assert no_bonus.model.name_or_path == str(tmp_path / "wide" / "rl")

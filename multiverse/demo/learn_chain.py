@@ -50,7 +50,8 @@ def stage_commands(out: str, rounds: int, rl_steps: int, mv: str = "multiverse",
     return {
         "start": [f"{repro} --parallel-share 0.25 --out {q(out)}"],
         "full": [f"{repro} --out {q(out + '-full')} --base {q(os.path.join(out, 'base'))} --only multiverse"],
-        "distill": [f"{mv} train --stage distill --config {q(os.path.join(CONFIGS, 'wide_distill_cpu.yaml'))} "
+        "distill": [f"{mv} train --stage distill --threads 2 "
+                    f"--config {q(os.path.join(CONFIGS, 'wide_distill_cpu.yaml'))} "
                     f"--model {q(models['start'])} --data {tasks} --output-dir {q(os.path.join(out, 'distill'))} "
                     f"--set distill.rounds={rounds}"],
         "rl": [f"{mv} train --stage rl --config {q(os.path.join(CONFIGS, 'wide_rl_cpu.yaml'))} --model {q(distilled)} "
