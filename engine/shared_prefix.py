@@ -11,7 +11,7 @@ naive form, which tests compare against.
 Used for decode groups (q = 1) of at least two rows whose tables share a prefix, when the copies it
 saves, (rows - 1) x prefix slots, reach EngineConfig.shared_prefix_slots; every other group keeps the gather.
 On this CPU the gather is cheaper below about 512 saved slots; the attention call alone is 5x faster at a 4K prefix
-with 8 paths, a whole batch-1 decode 1.3x at 1K and 1.5x at 4K (benchmarks/shared_prefix.py).
+with 8 paths, a whole batch-1 decode 1.3x at 1K and 1.5x at 4K (benchmarks/prefix_once.py).
 """
 from __future__ import annotations
 
