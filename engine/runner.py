@@ -110,9 +110,12 @@ class ModelRunner:
         return RowGroup(start, len(rows), q, table, self._additive(mask[:, None]))
 
     def _shared_prefix_group(self, rows: list[Branch], k_lens: list[int], start: int) -> RowGroup | None:
-        """Decode rows whose tables start with one contiguous run (the paths of a fork): prefix read once."""
+        """Decode rows whose tables start with the same slots (the paths of a fork): that prefix is read once."""
+        shared = [b.num_shared for b in rows]
+        if not shared_prefix.saves_enough(shared, self.shared_prefix_slots):  # before any table is built
+            return None
         tables = [b.table()[:n] for b, n in zip(rows, k_lens)]
-        found = shared_prefix.common_prefix(tables, [b.num_shared for b in rows], self.shared_prefix_slots)
+        found = shared_prefix.common_prefix(tables, shared, self.shared_prefix_slots)
         if found is None:
             return None
         n = shared_prefix.prefix_length(found)

@@ -28,9 +28,9 @@ def common_prefix(tables: Sequence[torch.Tensor], shared: Sequence[int], min_sav
     row i's inherited length (Branch.num_shared), an upper bound on what rows share: running rows only ever share
     what a common ancestor had when it forked. The tables are compared, so a wrong bound costs speed, never
     correctness."""
-    n = min(shared)
-    if len(tables) < 2 or n < 1 or (len(tables) - 1) * n < min_saved:
+    if not saves_enough(shared, min_saved):
         return None
+    n = min(shared)
     first = tables[0][:n]
     if any(not torch.equal(t[:n], first) for t in tables[1:]):
         return None
@@ -38,6 +38,12 @@ def common_prefix(tables: Sequence[torch.Tensor], shared: Sequence[int], min_sav
     if int(first[-1]) - lo == n - 1 and torch.equal(first, torch.arange(lo, lo + n, dtype=first.dtype)):
         return lo, lo + n
     return first
+
+
+def saves_enough(shared: Sequence[int], min_saved: int) -> bool:
+    """Whether rows with these inherited lengths could save `min_saved` slot copies by reading a prefix once:
+    the cheap test, before any table is looked at."""
+    return len(shared) > 1 and min(shared) > 0 and (len(shared) - 1) * min(shared) >= min_saved
 
 
 def prefix_length(prefix: Prefix) -> int:

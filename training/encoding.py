@@ -71,8 +71,12 @@ def encode_example(ex: Example, tokenizer: Any, cfg: DataConfig) -> dict[str, li
     before, after = chat_frame(tokenizer, ex.question + suffix, p.system_prompt)
     prompt = tokenizer.encode(before, add_special_tokens=False)
     content, forced = assistant_ids(ex, tokenizer, p.answer_prefix)
-    target = content + tokenizer.encode(after, add_special_tokens=False)
-    labels = [IGNORE if not cfg.loss_on_forced and i < len(forced) and forced[i] else t for i, t in enumerate(target)]
+    end = tokenizer.encode(after, add_special_tokens=False)
+    target = content + end
+    if cfg.loss_on_forced:
+        labels = target
+    else:  # the end of turn is never forced
+        labels = [IGNORE if f else t for t, f in zip(target, forced + [False] * len(end))]
     return {"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + labels}
 
 
