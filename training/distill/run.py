@@ -19,18 +19,25 @@ from tqdm import tqdm
 from training import rollouts
 from training.distill.config import DistillConfig
 from training.distill.keep import kept_rows
-from training.judge import judge
+from training.judge import Verdict, judge
 
 SUMMARY = "summary.json"
 
 
-def sample_share(cfg: DistillConfig, n: int, model: str, questions: list, worker: int = 0) -> tuple[list, list]:
+Groups = list[list[rollouts.Rollout]]  # K rollouts per question, in question order
+Verdicts = list[list[Verdict]]  # aligned with Groups
+
+
+def sample_share(
+    cfg: DistillConfig, n: int, model: str, questions: list[rollouts.Question], worker: int = 0
+) -> tuple[Groups, Verdicts]:
     """(groups, verdicts) of one engine over `questions`, in their order (a worker process when distill.workers > 1)."""
     from engine.api import MultiverseLM
 
     lm = MultiverseLM(model, **cfg.distill.engine)
     step = cfg.distill.batch_questions
-    groups, verdicts = [], []
+    groups: Groups = []
+    verdicts: Verdicts = []
     name = f"round {n}: sampling" + (f" [{worker + 1}/{cfg.distill.workers}]" if cfg.distill.workers > 1 else "")
     try:
         for i in tqdm(range(0, len(questions), step), desc=name, unit="batch", position=worker):
@@ -42,7 +49,7 @@ def sample_share(cfg: DistillConfig, n: int, model: str, questions: list, worker
     return groups, verdicts
 
 
-def sample_all(cfg: DistillConfig, n: int, model: str, questions: list) -> tuple[list, list]:
+def sample_all(cfg: DistillConfig, n: int, model: str, questions: list[rollouts.Question]) -> tuple[Groups, Verdicts]:
     """Every question's group and verdicts, in question order, from distill.workers processes (contiguous shares)."""
     workers = min(cfg.distill.workers, len(questions))
     if workers <= 1:
